@@ -1,0 +1,149 @@
+"""Typed, validated configs: YAML files under configs/, dotted command-line overrides.
+
+Every section is a pydantic model that forbids unknown keys, so a typo or a wrong type fails
+with a `ConfigError` that names the key, the value and the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file, the key and the value."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticConfig(StrictModel):
+    """A seeded simulated shop (see hyperrec/data/synthetic.py)."""
+
+    n_users: int = Field(2_000, ge=1)
+    n_items: int = Field(1_000, ge=10)
+    n_categories: int = Field(20, ge=1)
+    sessions_per_user: float = Field(8.0, gt=0)
+    taste_dim: int = Field(16, ge=2)
+    taste_drift: float = Field(0.05, ge=0)
+    repeat_prob: float = Field(0.35, ge=0, le=1)
+    price_sensitivity: float = Field(1.0, ge=0)
+    days: int = Field(90, ge=1)
+    chunk_users: int = Field(5_000, ge=1)
+    seed: int = 0
+
+
+class DataConfig(StrictModel):
+    source: Literal["instacart", "synthetic", "file"] = "instacart"
+    path: Path | None = None
+    catalog_path: Path | None = None
+    skip_invalid: bool = False
+    event_types: list[str] = ["purchase"]
+    split: Literal["last_basket", "last_item", "time"] = "last_basket"
+    time_split_quantiles: tuple[float, float] = (0.8, 0.9)
+    min_history: int = Field(1, ge=1)
+    max_users: int | None = Field(None, ge=1)
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> "DataConfig":
+        if self.source == "file" and self.path is None:
+            raise ValueError("data.source=file needs data.path (a CSV or Parquet file of events)")
+        lo, hi = self.time_split_quantiles
+        if not 0 < lo < hi < 1:
+            raise ValueError("time_split_quantiles must satisfy 0 < validation < test < 1")
+        return self
+
+
+class MethodConfig(StrictModel):
+    """One recommender to evaluate: `kind` picks the class, `params` its settings, `grid` the
+    values tried on the validation split (the best by `eval.tune_metric` is used on test)."""
+
+    kind: Literal["popularity", "top_frequency", "item_knn", "tifu_knn"]
+    params: dict[str, float | int | bool] = {}
+    grid: dict[str, list[float | int | bool]] = {}
+
+
+class EvalConfig(StrictModel):
+    ks: list[int] = [10, 20]
+    list_length: int = Field(100, ge=1)
+    tune_metric: str | None = Field(None, description="default: recall at the first k")
+    reference: str | None = None
+    bootstrap_samples: int = Field(1_000, ge=100)
+    out_dir: Path = Path("experiments/results")
+
+    @model_validator(mode="after")
+    def _ks_fit_list(self) -> "EvalConfig":
+        if any(k < 1 or k > self.list_length for k in self.ks):
+            raise ValueError(f"every k must be in 1..list_length ({self.list_length}); got {self.ks}")
+        if self.tune_metric is None:
+            self.tune_metric = f"recall@{self.ks[0]}"
+        return self
+
+
+class ExperimentConfig(StrictModel):
+    name: str
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    eval: EvalConfig = EvalConfig()
+    methods: dict[str, MethodConfig] = {}
+
+    @model_validator(mode="after")
+    def _reference_is_a_method(self) -> "ExperimentConfig":
+        if self.eval.reference is not None and self.eval.reference not in self.methods:
+            raise ValueError(f"eval.reference '{self.eval.reference}' is not one of methods {sorted(self.methods)}")
+        return self
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`model.dim=128` -> (["model", "dim"], 128); the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}' is not of the form dotted.key=value")
+    return key.split("."), yaml.safe_load(raw) if raw else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{text}': '{part}' is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{key}' (value {error['input']!r})"
+    return f"key '{key}': value {error.get('input')!r}: {error['msg']}"
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, schema: type[T] = ExperimentConfig) -> T:  # type: ignore[assignment]
+    """Read a YAML config, apply dotted overrides, validate against `schema`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"{path}: invalid config:\n  {problems}") from None

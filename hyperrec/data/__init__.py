@@ -1,0 +1,1 @@
+"""Event contract, catalog, dataset sources, sequences and splits, offline store."""

@@ -1,0 +1,205 @@
+"""The event contract: what a shop sends, one pydantic model per event kind.
+
+User events (view, click, add_to_cart, remove_from_cart, purchase, search) share the user id,
+session id, timestamp and context; catalog events (price_change, stock_change) concern an item.
+Every event carries `schema_version`. Inside hyperrec, events travel as a columnar table
+(`EVENT_COLUMNS`) so that millions of them stay cheap; `events_to_frame` and `frame_to_records`
+convert between the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Union
+
+import numpy as np
+import pandas as pd
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+SCHEMA_VERSION = 1
+NonEmpty = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class Context(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: Literal["web", "ios", "android", "other"] | None = None
+    channel: str | None = Field(None, max_length=64)
+    page: str | None = Field(None, max_length=128)
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    timestamp: AwareDatetime
+
+
+class _UserEvent(_Event):
+    user_id: NonEmpty
+    session_id: NonEmpty
+    context: Context = Context()
+
+
+class View(_UserEvent):
+    event_type: Literal["view"]
+    item_id: NonEmpty
+
+
+class Click(_UserEvent):
+    event_type: Literal["click"]
+    item_id: NonEmpty
+
+
+class AddToCart(_UserEvent):
+    event_type: Literal["add_to_cart"]
+    item_id: NonEmpty
+    quantity: int = Field(1, ge=1)
+
+
+class RemoveFromCart(_UserEvent):
+    event_type: Literal["remove_from_cart"]
+    item_id: NonEmpty
+    quantity: int = Field(1, ge=1)
+
+
+class Purchase(_UserEvent):
+    event_type: Literal["purchase"]
+    item_id: NonEmpty
+    order_id: NonEmpty
+    quantity: int = Field(1, ge=1)
+    price: float | None = Field(None, ge=0)
+    position: int | None = Field(None, ge=1, description="order of the item within the basket")
+
+
+class Search(_UserEvent):
+    event_type: Literal["search"]
+    query: str = Field(min_length=1, max_length=512)
+
+
+class PriceChange(_Event):
+    event_type: Literal["price_change"]
+    item_id: NonEmpty
+    price: float = Field(ge=0)
+
+
+class StockChange(_Event):
+    event_type: Literal["stock_change"]
+    item_id: NonEmpty
+    stock: int = Field(ge=0)
+
+
+Event = Annotated[
+    Union[View, Click, AddToCart, RemoveFromCart, Purchase, Search, PriceChange, StockChange],
+    Field(discriminator="event_type"),
+]
+EVENT_TYPES = ("view", "click", "add_to_cart", "remove_from_cart", "purchase", "search", "price_change", "stock_change")
+_EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
+
+# The columnar form: one row per event, absent fields missing.
+STRING_COLUMNS = ("event_type", "user_id", "session_id", "item_id", "order_id", "query", "device", "channel", "page")
+EVENT_COLUMNS = (
+    "event_type", "schema_version", "timestamp", "user_id", "session_id", "item_id", "order_id",
+    "quantity", "position", "price", "stock", "query", "device", "channel", "page",
+)  # fmt: skip
+_CONTEXT_KEYS = ("device", "channel", "page")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    index: int
+    reason: str
+
+
+@dataclass
+class ValidationReport:
+    """What a batch validation accepted (in input order) and why each rejected event failed."""
+
+    accepted: list[Any] = field(default_factory=list)
+    accepted_index: list[int] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def _reason(error: ValidationError) -> str:
+    parts = []
+    for e in error.errors():
+        loc = [str(p) for p in e["loc"]]
+        # Drop the union tag pydantic inserts (e.g. 'purchase') so the field path reads naturally.
+        if loc and loc[0] in EVENT_TYPES:
+            loc = loc[1:]
+        parts.append(f"{'.'.join(loc) or 'event'}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def validate_event(record: Mapping[str, Any]) -> Any:
+    """One event or a ValidationError."""
+    return _EVENT_ADAPTER.validate_python(record)
+
+
+def validate_events(records: Iterable[Mapping[str, Any]]) -> ValidationReport:
+    report = ValidationReport()
+    for index, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            report.rejected.append(Rejection(index, f"event: expected an object, got {type(record).__name__}"))
+            continue
+        try:
+            report.accepted.append(validate_event(record))
+            report.accepted_index.append(index)
+        except ValidationError as exc:
+            report.rejected.append(Rejection(index, _reason(exc)))
+    return report
+
+
+def empty_events() -> pd.DataFrame:
+    return normalize_events(pd.DataFrame({c: [] for c in EVENT_COLUMNS}))
+
+
+def normalize_events(frame: pd.DataFrame) -> pd.DataFrame:
+    """Give an event table the canonical columns, order and dtypes (missing columns = missing values)."""
+    out = pd.DataFrame(index=pd.RangeIndex(len(frame)))
+    for col in EVENT_COLUMNS:
+        values = frame[col].to_numpy() if col in frame else np.full(len(frame), None, dtype=object)
+        if col in STRING_COLUMNS:
+            out[col] = pd.array(values, dtype="str")
+        elif col == "timestamp":
+            out[col] = pd.to_datetime(values, utc=True).as_unit("us")
+        elif col == "price":
+            out[col] = pd.array(values, dtype="float64")
+        else:  # schema_version, quantity, position, stock: nullable integers
+            out[col] = pd.array(values, dtype="Int64")
+    out["schema_version"] = out["schema_version"].fillna(SCHEMA_VERSION)
+    return out
+
+
+def events_to_frame(events: Iterable[BaseModel]) -> pd.DataFrame:
+    rows = []
+    for event in events:
+        row = event.model_dump(exclude={"context"})
+        context = getattr(event, "context", None)
+        if context is not None:
+            row.update(context.model_dump())
+        rows.append(row)
+    return normalize_events(pd.DataFrame(rows, columns=list(EVENT_COLUMNS)))
+
+
+def frame_to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows of an event table as contract records (missing fields left out), ready to validate."""
+    records = []
+    for row in frame.to_dict(orient="records"):
+        record: dict[str, Any] = {}
+        context: dict[str, Any] = {}
+        for key, value in row.items():
+            if value is None or (not isinstance(value, str) and pd.isna(value)):
+                continue
+            if isinstance(value, pd.Timestamp):
+                value = value.to_pydatetime()
+            elif isinstance(value, np.integer):
+                value = int(value)
+            elif isinstance(value, np.floating):
+                value = float(value)
+            (context if key in _CONTEXT_KEYS else record)[key] = value
+        if context:
+            record["context"] = context
+        records.append(record)
+    return records

@@ -1,0 +1,67 @@
+"""Offline store: events as Parquet partitioned by day and event type.
+
+Appends never rewrite what is there: each append writes new files tagged with a batch number,
+and reading sorts by (batch, row) so that events come back exactly as they went in.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from hyperrec.data.catalog import normalize_catalog
+from hyperrec.data.events import EVENT_COLUMNS, EVENT_TYPES, empty_events, normalize_events
+
+_PARTITIONING = ds.partitioning(pa.schema([("event_date", pa.string()), ("event_type", pa.string())]), flavor="hive")
+
+
+class OfflineStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.events_dir = self.root / "events"
+        self.catalog_path = self.root / "catalog.parquet"
+
+    def append(self, events: pd.DataFrame) -> int:
+        """Write a batch of events; returns how many were written."""
+        if events.empty:
+            return 0
+        frame = normalize_events(events)
+        batch = time.time_ns()
+        frame["_batch"] = batch
+        frame["_row"] = range(len(frame))
+        frame["event_date"] = frame["timestamp"].dt.strftime("%Y-%m-%d")
+        ds.write_dataset(
+            pa.Table.from_pandas(frame, preserve_index=False),
+            self.events_dir,
+            format="parquet",
+            partitioning=_PARTITIONING,
+            basename_template=f"part-{batch}-{{i}}.parquet",
+            existing_data_behavior="overwrite_or_ignore",
+        )
+        return len(frame)
+
+    def read(self, event_types: list[str] | None = None) -> pd.DataFrame:
+        """All events (or those of the given types) in the order they were appended."""
+        if not self.events_dir.exists():
+            return empty_events()
+        unknown = set(event_types or []) - set(EVENT_TYPES)
+        if unknown:
+            raise ValueError(f"unknown event types {sorted(unknown)}; known: {list(EVENT_TYPES)}")
+        dataset = ds.dataset(self.events_dir, format="parquet", partitioning=_PARTITIONING)
+        row_filter = ds.field("event_type").isin(event_types) if event_types else None
+        table = dataset.to_table(filter=row_filter)
+        frame = table.to_pandas().sort_values(["_batch", "_row"], kind="stable")
+        return normalize_events(frame[list(EVENT_COLUMNS)].reset_index(drop=True))
+
+    def write_catalog(self, catalog: pd.DataFrame) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        normalize_catalog(catalog).to_parquet(self.catalog_path, index=False)
+
+    def read_catalog(self) -> pd.DataFrame:
+        if not self.catalog_path.exists():
+            raise FileNotFoundError(f"{self.catalog_path}: no catalog in this store")
+        return normalize_catalog(pd.read_parquet(self.catalog_path))

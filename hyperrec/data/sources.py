@@ -1,0 +1,19 @@
+"""Pick a dataset source from the data config."""
+
+from __future__ import annotations
+
+from hyperrec.config import DataConfig
+from hyperrec.data.dataset import Dataset
+from hyperrec.data.file_source import load_event_file
+from hyperrec.data.instacart import load_instacart
+
+
+def load_dataset(config: DataConfig) -> Dataset:
+    if config.source == "instacart":
+        return load_instacart(config.path)
+    if config.source == "file":
+        assert config.path is not None  # guaranteed by DataConfig
+        return load_event_file(config.path, config.catalog_path, config.skip_invalid)
+    from hyperrec.data.synthetic import SyntheticShop  # noqa: PLC0415 (large module, only when asked for)
+
+    return SyntheticShop(config.synthetic).dataset()

@@ -1,0 +1,1 @@
+"""Recommenders: baselines now; sequence, two-tower and ranking models behind the same interface."""

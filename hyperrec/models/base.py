@@ -1,0 +1,66 @@
+"""The interface every recommender implements: fit on interactions, score the whole catalogue."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar, Self
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from hyperrec.data.sequences import Interactions
+
+
+class Params(BaseModel):
+    """Hyper-parameters of a recommender; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Recommender(ABC):
+    """Full-ranking recommender: `score` returns a score for every catalogue item.
+
+    `recommend` ranks by score and breaks ties (including items a method does not score at all)
+    by training popularity, so every method fills its list the same, deterministic way.
+    """
+
+    Params: ClassVar[type[Params]] = Params
+
+    def __init__(self, params: Params | None = None):
+        self.params = params if params is not None else self.Params()
+        self.popularity: np.ndarray | None = None
+
+    def fit(self, data: Interactions) -> Self:
+        counts = data.basket_counts()
+        self.popularity = np.asarray(counts.sum(axis=0)).ravel()
+        self._fit(data, counts)
+        return self
+
+    @abstractmethod
+    def _fit(self, data: Interactions, counts) -> None:
+        """Learn from `data`; `counts` is its users x items basket-count matrix (CSR)."""
+
+    @abstractmethod
+    def score(self, users: np.ndarray) -> np.ndarray:
+        """(len(users), n_items) scores, higher is better."""
+
+    def recommend(self, users: np.ndarray, k: int, exclude: list[np.ndarray] | None = None, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item indices and their scores for each user, best first."""
+        if self.popularity is None:
+            raise RuntimeError(f"{type(self).__name__} must be fitted before it recommends")
+        users = np.asarray(users, dtype=np.int64)
+        tiebreak = 1e-9 * self.popularity / max(self.popularity.max(), 1.0)
+        k = min(k, len(self.popularity))
+        items = np.empty((len(users), k), dtype=np.int64)
+        scores = np.empty((len(users), k), dtype=np.float64)
+        for start in range(0, len(users), batch_size):
+            batch = slice(start, start + batch_size)
+            s = self.score(users[batch]).astype(np.float64) + tiebreak
+            if exclude is not None:
+                for row, banned in enumerate(exclude[batch]):
+                    s[row, banned] = -np.inf
+            top = np.argpartition(-s, k - 1, axis=1)[:, :k]
+            order = np.argsort(-np.take_along_axis(s, top, axis=1), axis=1, kind="stable")
+            items[batch] = np.take_along_axis(top, order, axis=1)
+            scores[batch] = np.take_along_axis(s, items[batch], axis=1)
+        return items, scores

@@ -1,0 +1,130 @@
+"""`hyperrec eval CONFIG`: tune each method on validation, score it on test, compare.
+
+Every method is tuned on the validation split (its `grid`), refitted with the best params on
+everything before the test target, and evaluated by full ranking. Methods are compared to the
+reference with a per-user paired bootstrap confidence interval.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+
+from pydantic import ValidationError
+
+from hyperrec.config import ConfigError, ExperimentConfig
+from hyperrec.data.sequences import Split, make_split
+from hyperrec.data.sources import load_dataset
+from hyperrec.models.baselines import make_baseline
+from hyperrec.train.evaluate import Evaluation, evaluate_model, metric_names
+from hyperrec.train.metrics import paired_bootstrap
+from hyperrec.train.report import plot_metrics, print_table, write_table
+from hyperrec.train.tuning import grid_points, tune
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    params: dict[str, Any]
+    valid_score: float
+    test: Evaluation
+    fit_seconds: float
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    table: pd.DataFrame
+    results: dict[str, MethodResult]
+    files: list[Path]
+
+
+def validate_methods(config: ExperimentConfig, path: Path | str) -> None:
+    """Check every method's params and grid points, and the tuning metric, before any data loads."""
+    known = metric_names(config.eval.ks, config.eval.list_length)
+    if config.eval.tune_metric not in known:
+        raise ConfigError(f"{path}: key 'eval.tune_metric': value {config.eval.tune_metric!r} is not one of {known}")
+    for name, method in config.methods.items():
+        for point in [method.params, *grid_points(method.params, method.grid)]:
+            try:
+                make_baseline(method.kind, point)
+            except ValidationError as exc:
+                problems = "; ".join(f"key 'methods.{name}.params.{'.'.join(map(str, e['loc']))}': value {e.get('input')!r}: {e['msg']}" for e in exc.errors())
+                raise ConfigError(f"{path}: {problems}") from None
+
+
+def headline_metrics(ks: list[int], list_length: int) -> list[str]:
+    k, k2 = ks[0], ks[-1]
+    names = [f"recall@{k}", f"ndcg@{k}", f"hit@{k}"]
+    if k2 != k:
+        names += [f"recall@{k2}", f"ndcg@{k2}"]
+    return names + [f"mrr@{list_length}", f"repeat_recall@{k}", f"explore_recall@{k}", f"repeat_share@{k}", f"coverage@{k}"]
+
+
+def evaluate_methods(config: ExperimentConfig, split: Split, console: Console) -> dict[str, MethodResult]:
+    ev = config.eval
+    results = {}
+    for name, method in config.methods.items():
+        params, trials = tune(method.kind, method.params, method.grid, split.valid, ev.tune_metric, ev.ks, ev.list_length, label=name)
+        started = time.perf_counter()
+        model = make_baseline(method.kind, params).fit(split.test.history)
+        fit_seconds = time.perf_counter() - started
+        evaluation = evaluate_model(model, split.test, ev.ks, ev.list_length)
+        valid_score = float(trials[ev.tune_metric].max())
+        results[name] = MethodResult(params, valid_score, evaluation, fit_seconds)
+        console.print(f"  {name}: valid {ev.tune_metric}={valid_score:.4f} over {len(trials)} point(s), params {params}")
+    return results
+
+
+def comparison_columns(results: dict[str, MethodResult], reference: str, metrics: list[str], samples: int, seed: int) -> pd.DataFrame:
+    """Per method: mean difference to the reference and its 95% paired bootstrap interval."""
+    base = results[reference].test.per_user
+    rows = {}
+    for name, result in results.items():
+        row = {}
+        for metric in metrics:
+            diff, lo, hi = paired_bootstrap(result.test.per_user[metric].to_numpy(), base[metric].to_numpy(), samples, seed)
+            row[f"Δ{metric} vs {reference} [95% CI]"] = "—" if name == reference else f"{diff:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def run_eval(config: ExperimentConfig, console: Console | None = None) -> EvalReport:
+    console = console or Console()
+    ev = config.eval
+    if not config.methods:
+        raise ValueError("the config lists no methods to evaluate (add a `methods:` section)")
+    dataset = load_dataset(config.data)
+    split = make_split(dataset, config.data)
+    console.print(
+        f"[bold]{dataset.name}[/]: {len(dataset.events):,} events, {split.full.n_users:,} users, {split.full.n_items:,} items; "
+        f"split '{config.data.split}': {len(split.valid.users):,} validation and {len(split.test.users):,} test users"
+    )
+    results = evaluate_methods(config, split, console)
+    metrics = headline_metrics(ev.ks, ev.list_length)
+    table = pd.DataFrame({name: {m: r.test.summary[m] for m in metrics} for name, r in results.items()}).T
+    table.index.name = "method"
+    reference = ev.reference or next(iter(results))
+    table = table.join(comparison_columns(results, reference, metrics[:2], ev.bootstrap_samples, config.seed))
+    out = ev.out_dir / config.name
+    files = write_table(table, out, "results")
+    plot_metrics(table, metrics[:5], out / "results.png", f"{config.name}: test split, full ranking")
+    files.append(out / "results.png")
+    summaries = {name: r.test.summary for name, r in results.items()}
+    pd.DataFrame(summaries).T.rename_axis("method").to_csv(out / "all_metrics.csv")
+    pd.concat({name: r.test.per_user for name, r in results.items()}, names=["method"]).to_csv(out / "per_user.csv.gz")
+    files += [out / "all_metrics.csv", out / "per_user.csv.gz", out / "run.json"]
+    (out / "run.json").write_text(json.dumps({
+        "config": json.loads(config.model_dump_json()),
+        "data_fingerprint": dataset.fingerprint(),
+        "test_users": len(split.test.users),
+        "methods": {name: {"params": r.params, "valid_score": r.valid_score, "fit_seconds": r.fit_seconds} for name, r in results.items()},
+    }, indent=2))  # fmt: skip
+    print_table(table[metrics], f"{config.name} — test split ({len(split.test.users)} users), full ranking over {split.full.n_items:,} items", console)
+    print_table(table[[c for c in table.columns if c.startswith("Δ")]], f"paired comparison to {reference}", console)
+    console.print("wrote " + ", ".join(str(f) for f in files))
+    return EvalReport(table, results, files)
