@@ -6,6 +6,7 @@ from hyperrec.config import DataConfig
 from hyperrec.data.dataset import Dataset
 from hyperrec.data.file_source import load_event_file
 from hyperrec.data.instacart import load_instacart
+from hyperrec.data.synthetic import SyntheticShop
 
 
 def load_dataset(config: DataConfig) -> Dataset:
@@ -14,6 +15,4 @@ def load_dataset(config: DataConfig) -> Dataset:
     if config.source == "file":
         assert config.path is not None  # guaranteed by DataConfig
         return load_event_file(config.path, config.catalog_path, config.skip_invalid)
-    from hyperrec.data.synthetic import SyntheticShop  # noqa: PLC0415 (large module, only when asked for)
-
     return SyntheticShop(config.synthetic).dataset()
