@@ -8,10 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 from pydantic import ValidationError
 from rich.console import Console
 
-from hyperrec.config import ConfigError, ExperimentConfig, SyntheticConfig, load_config
+from hyperrec.config import ConfigError, ExperimentConfig, SyntheticConfig, apply_overrides, load_config, validate
 from hyperrec.data.file_source import DataFileError
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -31,31 +32,64 @@ def cmd_eval(args: argparse.Namespace) -> None:
     run_eval(config, _console())
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from hyperrec.train.launcher import run_training
+    from hyperrec.train.model_factory import model_config
+    from hyperrec.train.report import print_table
+
+    config = load_config(args.config, args.overrides)
+    model_config(config, args.config)  # fail on bad model params before Ray starts
+    record = run_training(config, resume=args.resume)
+    test = pd.DataFrame({record["run"]: record["test"]}).T
+    print_table(test[[c for c in test.columns if c.split("@")[0] in ("recall", "ndcg", "hit", "explore_recall", "repeat_recall")]], f"test split, best epoch {record['best_epoch']}", _console())
+    _console().print(f"run {record['run']}: {record['wall_seconds']:.0f}s, {record['samples_per_s']:.0f} sequences/s -> {config.tracking.runs_dir / record['run']}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from hyperrec.config import SweepConfig
+    from hyperrec.train.sweep import run_sweep
+
+    run_sweep(load_config(args.config, args.overrides, SweepConfig), args.config, _console())
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from hyperrec.train.compare import compare_runs
+
+    compare_runs(args.runs, args.out, _console())
+
+
 def cmd_recommend(args: argparse.Namespace) -> None:
     from hyperrec.data.sequences import make_split
     from hyperrec.data.sources import load_dataset
     from hyperrec.train.recommend import fit_for_serving, recommendations_frame, resolve_method, select_users, write_recommendations
+    from hyperrec.train.runs import is_run, load_run, run_config
 
-    console = _console()
-    config = load_config(args.config, args.overrides, ExperimentConfig)
-    kind, params, origin = resolve_method(config, args.model)
-    split = make_split(load_dataset(config.data), config.data)
-    users = select_users(split, args.users)
     started = time.perf_counter()
-    model = fit_for_serving(kind, params, split)
+    if is_run(args.model):
+        config = load_config(args.config, args.overrides) if args.config else run_config(args.model)
+        split = make_split(load_dataset(config.data), config.data)
+        model = load_run(args.model, split.item_ids).fit(split.full)
+        described = f"run {args.model}"
+    else:
+        config = load_config(args.config or DEMO_CONFIG, args.overrides)
+        kind, params, origin = resolve_method(config, args.model)
+        split = make_split(load_dataset(config.data), config.data)
+        model = fit_for_serving(kind, params, split)
+        described = f"{args.model} ({kind}, params {origin}: {params})"
+    users = select_users(split, args.users)
     frame = recommendations_frame(model, split, users, args.k)
     write_recommendations(frame, args.out)
-    console.print(
-        f"{args.model} ({kind}, params {origin}: {params}): {len(users):,} users x top-{args.k} "
-        f"in {time.perf_counter() - started:.1f}s -> {args.out}"
-    )
+    _console().print(f"{described}: {len(users):,} users x top-{args.k} in {time.perf_counter() - started:.1f}s -> {args.out}")
 
 
 def cmd_data_synthetic(args: argparse.Namespace) -> None:
     from hyperrec.data.offline_store import OfflineStore
     from hyperrec.data.synthetic import write_synthetic
 
-    config = load_config(args.config, args.overrides, SyntheticConfig) if args.config else SyntheticConfig()
+    if args.config:
+        config = load_config(args.config, args.overrides, SyntheticConfig)
+    else:
+        config = validate(apply_overrides({}, args.overrides), "command line", SyntheticConfig)
     started = time.perf_counter()
     n = write_synthetic(config, OfflineStore(args.store))
     _console().print(f"wrote {n:,} synthetic events and {config.n_items:,} items to {args.store} in {time.perf_counter() - started:.1f}s")
@@ -94,9 +128,25 @@ def build_parser() -> argparse.ArgumentParser:
     with_overrides(p)
     p.set_defaults(func=cmd_eval)
 
+    p = commands.add_parser("train", help="train a model on Ray Train (early stopping, checkpoints, wandb offline)")
+    p.add_argument("config", type=Path)
+    p.add_argument("--resume", type=Path, help="a run directory to continue from its latest checkpoint")
+    with_overrides(p)
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("sweep", help="Ray Tune search (ASHA) over any config keys; table and plots at the end")
+    p.add_argument("config", type=Path)
+    with_overrides(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = commands.add_parser("compare", help="finished runs side by side: table, paired intervals, plots")
+    p.add_argument("runs", type=Path, nargs="+", help="run directories (the first is the reference)")
+    p.add_argument("--out", type=Path, default=Path("experiments/results"))
+    p.set_defaults(func=cmd_compare)
+
     p = commands.add_parser("recommend", help="fit a method on all the data and write top-k lists")
-    p.add_argument("--model", required=True, help="a method of the config (e.g. tifu_knn) or a baseline kind")
-    p.add_argument("--config", type=Path, default=DEMO_CONFIG, help=f"experiment config (default {DEMO_CONFIG.name})")
+    p.add_argument("--model", required=True, help="a training run directory, a method of the config (e.g. tifu_knn) or a baseline kind")
+    p.add_argument("--config", type=Path, help=f"experiment config (default: the run's own, or {DEMO_CONFIG.name})")
     p.add_argument("--users", default="all", help="'all' or comma-separated user ids")
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--out", type=Path, required=True, help="output .parquet or .csv: user_id, rank, item_id, score")

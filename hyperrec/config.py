@@ -64,11 +64,21 @@ class DataConfig(StrictModel):
 
 class MethodConfig(StrictModel):
     """One recommender to evaluate: `kind` picks the class, `params` its settings, `grid` the
-    values tried on the validation split (the best by `eval.tune_metric` is used on test)."""
+    values tried on the validation split (the best by `eval.tune_metric` is used on test).
+    Kind `run` evaluates a trained model from its run directory."""
 
-    kind: Literal["popularity", "top_frequency", "item_knn", "tifu_knn"]
+    kind: Literal["popularity", "top_frequency", "item_knn", "tifu_knn", "run"]
     params: dict[str, float | int | bool] = {}
     grid: dict[str, list[float | int | bool]] = {}
+    path: Path | None = Field(None, description="kind 'run': a training run directory (experiments/runs/...)")
+
+    @model_validator(mode="after")
+    def _run_has_a_path(self) -> "MethodConfig":
+        if (self.kind == "run") != (self.path is not None):
+            raise ValueError("a method of kind 'run' needs `path` (a run directory); other kinds take none")
+        if self.kind == "run" and (self.params or self.grid):
+            raise ValueError("a trained run has no params or grid to tune")
+        return self
 
 
 class EvalConfig(StrictModel):
@@ -88,12 +98,44 @@ class EvalConfig(StrictModel):
         return self
 
 
+class ModelSection(StrictModel):
+    """Which model to train; `params` are checked against that model's own config class."""
+
+    kind: Literal["sasrec"] = "sasrec"
+    params: dict[str, Any] = {}
+
+
+class TrainConfig(StrictModel):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(128, ge=1, description="sequences per step on each worker")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    patience: int = Field(3, ge=1, description="epochs without a better validation metric before stopping")
+    monitor: str = "recall@10"
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP across them)")
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] = {"CPU": 1}
+    bf16: bool = Field(False, description="bf16 autocast (GPU)")
+    max_steps_per_epoch: int | None = Field(None, ge=1)
+    progress: bool = True
+
+
+class TrackingConfig(StrictModel):
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    project: str = "hyperrec"
+    runs_dir: Path = Path("experiments/runs")
+
+
 class ExperimentConfig(StrictModel):
     name: str
     seed: int = 0
     data: DataConfig = DataConfig()
     eval: EvalConfig = EvalConfig()
     methods: dict[str, MethodConfig] = {}
+    model: ModelSection = ModelSection()
+    train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
     def _reference_is_a_method(self) -> "ExperimentConfig":
@@ -110,17 +152,42 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), yaml.safe_load(raw) if raw else ""
 
 
+def set_dotted(raw: dict[str, Any], path: list[str], value: Any) -> None:
+    """raw[path[0]][path[1]]... = value, creating sections on the way."""
+    node = raw
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"'{'.'.join(path)}': '{part}' is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for text in overrides:
         path, value = parse_override(text)
-        node = raw
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override '{text}': '{part}' is a value, not a section")
-            node = child
-        node[path[-1]] = value
+        set_dotted(raw, path, value)
     return raw
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def validate(raw: dict[str, Any], path: Path | str, schema: type[T]) -> T:
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"{path}: invalid config:\n  {problems}") from None
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -133,17 +200,46 @@ def _describe(error: dict[str, Any]) -> str:
 def load_config(path: str | Path, overrides: list[str] | None = None, schema: type[T] = ExperimentConfig) -> T:  # type: ignore[assignment]
     """Read a YAML config, apply dotted overrides, validate against `schema`."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(raw).__name__}")
-    raw = apply_overrides(raw, overrides or [])
-    try:
-        return schema.model_validate(raw)
-    except ValidationError as exc:
-        problems = "\n  ".join(_describe(e) for e in exc.errors())
-        raise ConfigError(f"{path}: invalid config:\n  {problems}") from None
+    return validate(apply_overrides(read_yaml(path), overrides or []), path, schema)
+
+
+class SearchDimension(StrictModel):
+    """One swept key: exactly one of choice / uniform / loguniform / grid."""
+
+    choice: list[Any] | None = None
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    grid: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "SearchDimension":
+        given = [name for name in ("choice", "uniform", "loguniform", "grid") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of choice, uniform, loguniform, grid (got {given or 'none'})")
+        bounds = self.uniform or self.loguniform
+        if bounds is not None and not bounds[0] < bounds[1]:
+            raise ValueError(f"bounds must be [low, high] with low < high, got {list(bounds)}")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError("loguniform bounds must be positive")
+        return self
+
+
+class SchedulerConfig(StrictModel):
+    kind: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(1, ge=1, description="epochs every trial gets before ASHA may stop it")
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class SweepConfig(StrictModel):
+    """A Ray Tune search over any keys of a training config."""
+
+    name: str
+    base: Path = Field(description="the training config the sweep starts from")
+    overrides: list[str] = Field([], description="dotted overrides applied to the base before the search")
+    space: dict[str, SearchDimension]
+    num_samples: int = Field(4, ge=1, description="samples of the space (each grid point gets this many)")
+    metric: str = "valid/recall@10"
+    scheduler: SchedulerConfig = SchedulerConfig()
+    trial_resources: dict[str, float] = {"CPU": 1}
+    max_concurrent: int = Field(2, ge=1)
+    seed: int = 0

@@ -37,3 +37,26 @@ def tiny() -> Dataset:
         ]
     )  # fmt: skip
     return Dataset("tiny", events, catalog_from_items(list("abcdef")))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the whole test session, shut down at the end."""
+    import ray
+
+    ray.init(num_cpus=2, configure_logging=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def tiny_training_config(tmp_path, **train) -> dict:
+    """A small synthetic shop and a small SASRec: seconds per epoch on one CPU."""
+    return {
+        "name": "tiny_sasrec",
+        "seed": 0,
+        "data": {"source": "synthetic", "synthetic": {"n_users": 150, "n_items": 200, "n_categories": 5, "sessions_per_user": 10}},
+        "eval": {"ks": [10], "list_length": 20},
+        "model": {"kind": "sasrec", "params": {"max_len": 16, "dim": 16, "n_layers": 1, "n_heads": 2, "dropout": 0.1}},
+        "train": {"epochs": 2, "batch_size": 32, "patience": 5, "progress": False, **train},
+        "tracking": {"wandb_mode": "offline", "runs_dir": str(tmp_path / "runs")},
+    }

@@ -25,6 +25,7 @@ from hyperrec.models.baselines import make_baseline
 from hyperrec.train.evaluate import Evaluation, evaluate_model, metric_names
 from hyperrec.train.metrics import paired_bootstrap
 from hyperrec.train.report import plot_metrics, print_table, write_table
+from hyperrec.train.runs import is_run, load_run
 from hyperrec.train.tuning import grid_points, tune
 
 
@@ -49,6 +50,10 @@ def validate_methods(config: ExperimentConfig, path: Path | str) -> None:
     if config.eval.tune_metric not in known:
         raise ConfigError(f"{path}: key 'eval.tune_metric': value {config.eval.tune_metric!r} is not one of {known}")
     for name, method in config.methods.items():
+        if method.kind == "run":
+            if not is_run(method.path):
+                raise ConfigError(f"{path}: key 'methods.{name}.path': value '{method.path}' is not a training run directory")
+            continue
         for point in [method.params, *grid_points(method.params, method.grid)]:
             try:
                 make_baseline(method.kind, point)
@@ -69,6 +74,10 @@ def evaluate_methods(config: ExperimentConfig, split: Split, console: Console) -
     ev = config.eval
     results = {}
     for name, method in config.methods.items():
+        if method.kind == "run":
+            results[name] = evaluate_run(method.path, split, ev.ks, ev.list_length, ev.tune_metric)
+            console.print(f"  {name}: trained run {method.path}, valid {ev.tune_metric}={results[name].valid_score:.4f}")
+            continue
         params, trials = tune(method.kind, method.params, method.grid, split.valid, ev.tune_metric, ev.ks, ev.list_length, label=name)
         started = time.perf_counter()
         model = make_baseline(method.kind, params).fit(split.test.history)
@@ -78,6 +87,16 @@ def evaluate_methods(config: ExperimentConfig, split: Split, console: Console) -
         results[name] = MethodResult(params, valid_score, evaluation, fit_seconds)
         console.print(f"  {name}: valid {ev.tune_metric}={valid_score:.4f} over {len(trials)} point(s), params {params}")
     return results
+
+
+def evaluate_run(run_dir: Path, split: Split, ks: list[int], list_length: int, tune_metric: str) -> MethodResult:
+    """A trained model: nothing to tune or fit; it conditions on each task's history."""
+    recommender = load_run(run_dir, split.item_ids)
+    valid_score = evaluate_model(recommender.fit(split.valid.history), split.valid, ks, list_length).summary[tune_metric]
+    started = time.perf_counter()
+    recommender.fit(split.test.history)
+    fit_seconds = time.perf_counter() - started
+    return MethodResult({"run": str(run_dir)}, valid_score, evaluate_model(recommender, split.test, ks, list_length), fit_seconds)
 
 
 def comparison_columns(results: dict[str, MethodResult], reference: str, metrics: list[str], samples: int, seed: int) -> pd.DataFrame:

@@ -1,0 +1,48 @@
+"""Item sequences as fixed-length arrays for sequence models.
+
+Item indices become ids 1..n_items (0 is padding); sequences are left-padded so the most
+recent item is always last. A user's baskets are read in order, items within a basket in the
+order they were added.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hyperrec.data.sequences import Interactions
+
+
+def flat_items(interactions: Interactions, user: int) -> np.ndarray:
+    baskets = interactions.baskets[user]
+    return np.concatenate(baskets) + 1 if baskets else np.empty(0, np.int64)
+
+
+def recent_items(interactions: Interactions, users: np.ndarray, max_len: int) -> np.ndarray:
+    """(len(users), max_len) ids of each user's last max_len items, left-padded with 0."""
+    out = np.zeros((len(users), max_len), dtype=np.int64)
+    for row, user in enumerate(users):
+        items = flat_items(interactions, user)[-max_len:]
+        if len(items):
+            out[row, -len(items) :] = items
+    return out
+
+
+def training_windows(interactions: Interactions, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Next-item training pairs: inputs (N, max_len) and targets (N, max_len), 0 = no target.
+
+    Each user's sequence is cut from the end into windows of max_len + 1 items, so every
+    item but the first is a target exactly once and older windows carry older history.
+    """
+    inputs, targets = [], []
+    for user in range(interactions.n_users):
+        items = flat_items(interactions, user)
+        for end in range(len(items), 1, -max_len):
+            window = items[max(0, end - max_len - 1) : end]
+            x, y = np.zeros(max_len, np.int64), np.zeros(max_len, np.int64)
+            x[max_len - len(window) + 1 :] = window[:-1]
+            y[max_len - len(window) + 1 :] = window[1:]
+            inputs.append(x)
+            targets.append(y)
+    if not inputs:
+        return np.zeros((0, max_len), np.int64), np.zeros((0, max_len), np.int64)
+    return np.stack(inputs), np.stack(targets)

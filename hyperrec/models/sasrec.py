@@ -1,0 +1,229 @@
+"""SASRec: a causal transformer over a user's item sequence that predicts the next item.
+
+Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018. Trained here with a
+full-catalogue cross-entropy loss (Klenitskiy & Vasilev, "Turning Dross Into Gold Loss: is
+BERT4Rec really better than SASRec?", RecSys 2023) or, for large catalogues, a sampled softmax
+with logQ correction (Yi et al., "Sampling-Bias-Corrected Neural Modeling for Large Corpus Item
+Recommendations", RecSys 2019).
+
+Reads top to bottom: config, attention, MLP, block, model, the two losses' helpers.
+
+Conventions:
+- item ids are 1..n_items; 0 is padding. Sequences are LEFT-padded, the most recent item last.
+- position ids count from the right, so the last position always has the same position
+  embedding and any sequence length up to `max_len` works (training and serving alike).
+- the output layer is tied to the item embedding: score(item) = hidden . item_embedding(item).
+- `score_next` is the exported entry point (ONNX): no Python control flow on tensor values.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import nn
+
+from hyperrec.config import StrictModel
+
+
+class SASRecConfig(StrictModel):
+    max_len: int = Field(50, ge=1, description="longest sequence (number of position embeddings)")
+    dim: int = Field(64, ge=1)
+    n_layers: int = Field(2, ge=1)
+    n_heads: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    loss: Literal["full_softmax", "sampled_softmax"] = "full_softmax"
+    n_negatives: int = Field(256, ge=1, description="negatives per batch for sampled_softmax")
+    use_category: bool = Field(False, description="add a category embedding to each item embedding")
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> "SASRecConfig":
+        if self.dim % self.n_heads != 0:
+            raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+        return self
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: SASRecConfig):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.dim, 3 * config.dim)
+        self.proj = nn.Linear(config.dim, config.dim)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: [B, L, D]; mask: bool [B, 1, L, L], True where query i may attend to key j."""
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=2)
+        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, L, D)
+        return self.resid_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: SASRecConfig):
+        super().__init__()
+        self.fc = nn.Linear(config.dim, 4 * config.dim)
+        self.proj = nn.Linear(4 * config.dim, config.dim)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: SASRecConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.dim)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.dim)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+def attention_mask(items: torch.Tensor) -> torch.Tensor:
+    """Bool [B, 1, L, L]: causal AND the key is not padding, OR the key is the query itself.
+
+    The diagonal is always allowed so a query at a padding position still has one key to
+    attend to; an all-False row would make the softmax NaN. Real positions never see padding.
+    """
+    L = items.shape[1]
+    pos = torch.arange(L, device=items.device)
+    causal = pos[:, None] >= pos[None, :]
+    itself = pos[:, None] == pos[None, :]
+    allowed = (causal[None] & (items != 0)[:, None, :]) | itself[None]
+    return allowed[:, None]
+
+
+class SASRec(nn.Module):
+    def __init__(self, config: SASRecConfig, n_items: int, item_categories: torch.Tensor | None = None):
+        """`item_categories`: LongTensor[n_items + 1], the category id of each item row (row 0 is
+        padding; its value is unused). Required when `config.use_category`, ignored otherwise."""
+        super().__init__()
+        if n_items < 1:
+            raise ValueError(f"n_items must be at least 1, got {n_items}")
+        self.config = config
+        self.n_items = n_items
+        self.item_emb = nn.Embedding(n_items + 1, config.dim, padding_idx=0)
+        self.pos_emb = nn.Embedding(config.max_len, config.dim)
+        self.category_emb: nn.Embedding | None = None
+        if config.use_category:
+            if item_categories is None:
+                raise ValueError("config.use_category is true: pass item_categories (LongTensor[n_items + 1], a category id per item row)")
+            item_categories = torch.as_tensor(item_categories)
+            if item_categories.shape != (n_items + 1,) or item_categories.dtype != torch.long:
+                raise ValueError(f"item_categories must be a LongTensor of shape ({n_items + 1},) (row 0 = padding); got {item_categories.dtype} of shape {tuple(item_categories.shape)}")
+            if item_categories.min() < 0:
+                raise ValueError("item_categories must be non-negative category ids")
+            self.register_buffer("item_categories", item_categories.clone())
+            self.category_emb = nn.Embedding(int(item_categories.max()) + 1, config.dim)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.ln_f = nn.LayerNorm(config.dim)
+        self.apply(self._init_weights)
+        # GPT-2: scale the residual projections' init by 1/sqrt(2 * n_layers).
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()  # normal_ above overwrote the padding row
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def embed_items(self, items: torch.Tensor) -> torch.Tensor:
+        """[...] item ids -> [..., dim] item (+ category) embeddings."""
+        x = self.item_emb(items)
+        if self.category_emb is not None:
+            x = x + self.category_emb(self.item_categories[items])
+        return x
+
+    def item_embeddings(self) -> torch.Tensor:
+        """[n_items + 1, dim]: the embedding of every item row, also the (tied) output layer."""
+        x = self.item_emb.weight
+        if self.category_emb is not None:
+            x = x + self.category_emb(self.item_categories)
+        return x
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        """items: LongTensor[B, L], left-padded with 0, L <= max_len -> hidden states [B, L, dim]."""
+        L = items.shape[1]
+        if L > self.config.max_len:
+            raise ValueError(f"sequence length {L} exceeds max_len {self.config.max_len}; keep the last max_len items")
+        positions = torch.arange(self.config.max_len - L, self.config.max_len, device=items.device)
+        x = self.drop(self.embed_items(items) + self.pos_emb(positions))
+        mask = attention_mask(items)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.ln_f(x)
+
+    def score_next(self, items: torch.Tensor) -> torch.Tensor:
+        """[B, L] -> [B, n_items] scores for the next item; column j is item id j + 1."""
+        last = self.forward(items)[:, -1]
+        return last @ self.item_embeddings()[1:].T
+
+    def loss(self, items: torch.Tensor, targets: torch.Tensor, item_log_q: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean next-item cross-entropy over the positions where `targets` != 0.
+
+        items, targets: LongTensor[B, L] (targets[b, t] is the item after items[b, t]; 0 = ignore).
+        item_log_q: sampled_softmax only: log-probabilities [n_items + 1] of the proposal the
+        negatives are drawn from (row 0 = -inf; finite for every item that can be a target);
+        uniform over items when None.
+        """
+        keep = targets != 0
+        hidden = self.forward(items)[keep]  # [N, dim]
+        targets = targets[keep]  # [N]
+        table = self.item_embeddings()
+        if self.config.loss == "full_softmax":
+            logits = hidden @ table[1:].T  # padding row excluded from the softmax
+            return F.cross_entropy(logits, targets - 1)
+        if item_log_q is None:
+            item_log_q = uniform_log_q(self.n_items, device=table.device)
+        elif item_log_q.shape != (self.n_items + 1,):
+            raise ValueError(f"item_log_q must have shape ({self.n_items + 1},) (row 0 = padding), got {tuple(item_log_q.shape)}")
+        negatives = sample_negatives(item_log_q, self.config.n_negatives)
+        logits = sampled_softmax_logits(hidden, table, targets, negatives, item_log_q)
+        return F.cross_entropy(logits, torch.zeros_like(targets))
+
+
+def uniform_log_q(n_items: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Uniform proposal over items 1..n_items as log-probabilities; row 0 (padding) = -inf."""
+    log_q = torch.full((n_items + 1,), -math.log(n_items), device=device)
+    log_q[0] = -math.inf
+    return log_q
+
+
+def sample_negatives(item_log_q: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """`n` item ids drawn with replacement from exp(item_log_q), shared by the whole batch."""
+    return torch.multinomial(item_log_q.softmax(0), n, replacement=True, generator=generator)
+
+
+def sampled_softmax_logits(
+    hidden: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor, item_log_q: torch.Tensor
+) -> torch.Tensor:
+    """[N, 1 + K] logits, column 0 the target, columns 1.. the K shared negatives.
+
+    Every logit is hidden . embedding - log q(item) (logQ correction): frequently proposed items
+    are over-represented among negatives, and subtracting log q makes the sampled softmax an
+    unbiased estimate of the full one. A negative equal to the row's target (an accidental hit)
+    is set to -inf so the model is not pushed away from the right answer.
+    """
+    pos = (hidden * table[targets]).sum(-1) - item_log_q[targets]  # [N]
+    neg = hidden @ table[negatives].T - item_log_q[negatives]  # [N, K]
+    neg = neg.masked_fill(negatives[None, :] == targets[:, None], -math.inf)
+    return torch.cat([pos[:, None], neg], dim=1)

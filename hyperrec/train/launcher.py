@@ -1,0 +1,75 @@
+"""`hyperrec train CONFIG`: the training loop on Ray Train's TorchTrainer (DDP across workers)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from hyperrec.config import ExperimentConfig
+from hyperrec.train.loop import CHECKPOINT_FILE, train_loop
+from hyperrec.train.tracking import RECORD_FILE
+
+RAY_DIR = "ray"  # inside a run directory: Ray Train's checkpoints
+
+
+class RayTrainReporter:
+    """Reporter for a Ray Train worker: metrics and checkpoints go to `ray.train.report`."""
+
+    def __init__(self) -> None:
+        context = ray.train.get_context()
+        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        checkpoint = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    def restored_checkpoint(self) -> Path | None:
+        checkpoint = ray.train.get_checkpoint()
+        return Path(checkpoint.to_directory()) if checkpoint is not None else None
+
+
+def _worker(loop_config: dict[str, Any]) -> None:
+    resume = loop_config["resume_from"]
+    train_loop(loop_config["experiment"], RayTrainReporter(), Path(loop_config["run_dir"]), Path(resume) if resume else None)
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The newest Ray Train checkpoint of a run directory."""
+    candidates = sorted((p.parent for p in (run_dir / RAY_DIR).glob(f"*/checkpoint_*/{CHECKPOINT_FILE}")), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from (looked in {run_dir / RAY_DIR})")
+    return candidates[-1]
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    if not ray.is_initialized():
+        # The dashboard serves the State API that Ray Train's controller polls; without it, it warns every few seconds.
+        ray.init(num_cpus=num_cpus, configure_logging=False)
+
+
+def run_training(config: ExperimentConfig, resume: Path | None = None) -> dict[str, Any]:
+    """Train on Ray; returns the run record (also in `<run_dir>/record.json`)."""
+    tc = config.train
+    if resume is not None:
+        run_dir = resume.resolve()
+        resume_from = latest_checkpoint(run_dir)
+    else:
+        run_dir = (config.tracking.runs_dir / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+        resume_from = None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ensure_ray()
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"experiment": config.model_dump(mode="json"), "run_dir": str(run_dir), "resume_from": str(resume_from) if resume_from else None},
+        scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu, resources_per_worker=tc.resources_per_worker),
+        run_config=RunConfig(name=time.strftime("%Y%m%d-%H%M%S"), storage_path=str(run_dir / RAY_DIR), checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    trainer.fit()
+    return json.loads((run_dir / RECORD_FILE).read_text())

@@ -1,0 +1,189 @@
+"""The one training function: next-item training of a sequence model with early stopping.
+
+It runs as a Ray Train worker (`TorchTrainer`, DDP across workers) for `hyperrec train` and as
+a Ray Tune trial for `hyperrec sweep`; a `Reporter` hides the difference. Each epoch it trains,
+evaluates full-ranking on the validation task, reports metrics and a checkpoint (model,
+optimizer, epoch, best model so far). Data order and dropout are seeded per epoch, so a run
+resumed from a checkpoint takes exactly the steps the uninterrupted run would have taken.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from hyperrec.config import ExperimentConfig
+from hyperrec.data.sequences import Split, make_split
+from hyperrec.data.sources import load_dataset
+from hyperrec.data.windows import training_windows
+from hyperrec.models.sequence_recommender import SequenceRecommender
+from hyperrec.train.evaluate import Evaluation, evaluate_model
+from hyperrec.train.model_factory import build_model, item_log_q, model_config
+
+CHECKPOINT_FILE = "state.pt"
+
+
+class Reporter(Protocol):
+    """Where a worker sends its metrics and checkpoints (Ray Train or Ray Tune)."""
+
+    rank: int
+    world_size: int
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None: ...
+
+    def restored_checkpoint(self) -> Path | None: ...
+
+
+@dataclass
+class TrainingState:
+    epoch: int = 0  # epochs completed
+    best_metric: float = -np.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    best_model: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, float]] | None = None
+
+
+def seed_everything(seed: int) -> None:
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class TrainingObjective(nn.Module):
+    """The model's loss as a forward pass, so that DDP (which hooks `forward`) syncs gradients."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, items: torch.Tensor, targets: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+        return self.model.loss(items, targets, log_q)
+
+
+def unwrap(objective: nn.Module) -> nn.Module:
+    """The bare model inside a (possibly DDP-wrapped) objective."""
+    inner = objective.module if hasattr(objective, "module") else objective
+    return inner.model if isinstance(inner, TrainingObjective) else inner
+
+
+def evaluate_sequence_model(model: nn.Module, split: Split, task_name: str, config: ExperimentConfig, device: torch.device) -> Evaluation:
+    task = getattr(split, task_name)
+    recommender = SequenceRecommender(unwrap(model), model_config(config).max_len, device).fit(task.history)
+    return evaluate_model(recommender, task, config.eval.ks, config.eval.list_length)
+
+
+def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState) -> None:
+    torch.save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "state": state.__dict__}, directory / CHECKPOINT_FILE)
+
+
+def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> TrainingState:
+    saved = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    unwrap(model).load_state_dict(saved["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(saved["optimizer"])
+    return TrainingState(**saved["state"])
+
+
+def train_one_epoch(objective: nn.Module, optimizer: torch.optim.Optimizer, inputs: np.ndarray, targets: np.ndarray, log_q: torch.Tensor, config: ExperimentConfig, epoch: int, reporter: Reporter, device: torch.device) -> tuple[float, int]:
+    """One pass over this worker's shard; returns (mean loss, sequences seen)."""
+    tc = config.train
+    order = np.random.default_rng(config.seed * 7919 + epoch).permutation(len(inputs))
+    order = order[: len(order) - len(order) % reporter.world_size][reporter.rank :: reporter.world_size]
+    n_steps = max(1, len(order) // tc.batch_size)
+    if tc.max_steps_per_epoch is not None:
+        n_steps = min(n_steps, tc.max_steps_per_epoch)
+    torch.manual_seed(config.seed * 1_000_003 + epoch * 101 + reporter.rank)  # dropout
+    objective.train()
+    total, steps = 0.0, range(n_steps)
+    if tc.progress and reporter.rank == 0:
+        from ray.experimental.tqdm_ray import tqdm  # bars that render in the driver's terminal
+
+        steps = tqdm(steps, desc=f"epoch {epoch + 1}/{tc.epochs}", total=n_steps)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16)
+    for step in steps:
+        batch = order[step * tc.batch_size : (step + 1) * tc.batch_size]
+        x = torch.from_numpy(inputs[batch]).to(device)
+        y = torch.from_numpy(targets[batch]).to(device)
+        with autocast:
+            loss = objective(x, y, log_q)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip is not None:
+            nn.utils.clip_grad_norm_(objective.parameters(), tc.grad_clip)
+        optimizer.step()
+        total += loss.detach().item()
+    return total / n_steps, n_steps * tc.batch_size
+
+
+def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, resume_from: Path | None = None) -> TrainingState:
+    """Train until `epochs` or early stopping; returns the final state (best model inside)."""
+    from hyperrec.train.tracking import RunTracker  # wandb and the local record; rank 0 only
+
+    config = ExperimentConfig.model_validate(experiment)
+    seed_everything(config.seed)
+    # One intra-op thread per CPU the worker was given: more only fight each other.
+    torch.set_num_threads(max(1, int(config.train.resources_per_worker.get("CPU", 1))))
+    dataset = load_dataset(config.data)
+    split = make_split(dataset, config.data)
+    max_len = model_config(config).max_len
+    inputs, targets = training_windows(split.valid.history, max_len)
+    log_q = item_log_q(split.valid.history)
+    device = _device(config)
+    model = build_model(config, dataset.catalog).to(device)
+    objective = _prepare(TrainingObjective(model), config)
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    state = TrainingState(history=[])
+    restored = reporter.restored_checkpoint() or resume_from
+    if restored is not None:
+        state = load_checkpoint(Path(restored), objective, optimizer)
+    tracker = RunTracker(config, run_dir, split, dataset.fingerprint()) if reporter.rank == 0 else None
+    log_q = log_q.to(device)
+    while state.epoch < config.train.epochs and state.bad_epochs < config.train.patience:
+        started = time.perf_counter()
+        loss, seen = train_one_epoch(objective, optimizer, inputs, targets, log_q, config, state.epoch, reporter, device)
+        train_seconds = time.perf_counter() - started
+        valid = evaluate_sequence_model(objective, split, "valid", config, device).summary
+        state.epoch += 1
+        metric = valid[config.train.monitor]
+        if metric > state.best_metric:
+            state.best_metric, state.best_epoch, state.bad_epochs = metric, state.epoch, 0
+            state.best_model = {k: v.detach().cpu().clone() for k, v in unwrap(objective).state_dict().items()}
+        else:
+            state.bad_epochs += 1
+        metrics = {"epoch": state.epoch, "train_loss": loss, "samples_per_s": seen * reporter.world_size / train_seconds,
+                   "epoch_seconds": time.perf_counter() - started, **{f"valid/{k}": v for k, v in valid.items()}}  # fmt: skip
+        state.history.append(metrics)
+        if tracker is not None:
+            tracker.log_epoch(metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            if reporter.rank == 0:
+                save_checkpoint(Path(tmp), objective, optimizer, state)
+            reporter.report({**metrics, "best_" + config.train.monitor: state.best_metric}, Path(tmp) if reporter.rank == 0 else None)
+    if tracker is not None:
+        unwrap(objective).load_state_dict(state.best_model)
+        tracker.finish(unwrap(objective), evaluate_sequence_model(objective, split, "test", config, device), state.history, state.best_epoch)
+    return state
+
+
+def _device(config: ExperimentConfig) -> torch.device:
+    if config.train.use_gpu:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+    return torch.device("cpu")
+
+
+def _prepare(objective: nn.Module, config: ExperimentConfig) -> nn.Module:
+    """DDP-wrap when several Ray Train workers share the work; plain module otherwise."""
+    if config.train.num_workers > 1:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(objective)
+    return objective

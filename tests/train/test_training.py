@@ -1,0 +1,117 @@
+"""Training for real: Ray Train with 2 CPU workers (DDP), checkpoints, resume, wandb offline, Ray Tune."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from hyperrec.cli import main
+from hyperrec.config import ConfigError, ExperimentConfig, SweepConfig, load_config
+from hyperrec.train.compare import compare_runs
+from hyperrec.train.launcher import latest_checkpoint, run_training
+from hyperrec.train.loop import load_checkpoint, train_loop
+from hyperrec.train.model_factory import build_model, model_config
+from hyperrec.train.sweep import run_sweep
+from tests.conftest import tiny_training_config
+
+
+class DiskReporter:
+    """Runs the loop in this process: checkpoints are copied to numbered folders."""
+
+    rank, world_size = 0, 1
+
+    def __init__(self, root: Path, restore: Path | None = None):
+        self.root, self.restore, self.reports = root, restore, []
+
+    def report(self, metrics, checkpoint_dir):
+        import shutil
+
+        target = self.root / f"checkpoint_{len(self.reports)}"
+        shutil.copytree(checkpoint_dir, target)
+        self.reports.append((metrics, target))
+
+    def restored_checkpoint(self):
+        return self.restore
+
+
+@pytest.fixture(scope="module")
+def trained_run(ray_cluster, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    config = ExperimentConfig.model_validate(tiny_training_config(tmp, num_workers=2))
+    record = run_training(config)
+    return Path(config.tracking.runs_dir).resolve() / record["run"], record
+
+
+def test_two_worker_ray_train_run_writes_a_complete_run(trained_run):
+    run_dir, record = trained_run
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2]
+    assert 0 < record["test"]["recall@10"] <= 1 and record["samples_per_s"] > 0
+    for name in ("model.pt", "record.json", "epochs.csv", "test_results.csv", "test_results.md", "learning_curve.png", "test_per_user.csv.gz"):
+        assert (run_dir / name).is_file(), name
+    assert latest_checkpoint(run_dir).joinpath("state.pt").is_file()
+    assert list((run_dir / "wandb").glob("offline-run-*")), "wandb offline run directory"
+    assert record["config"]["train"]["num_workers"] == 2
+
+
+def test_recommend_loads_the_trained_run(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    out = tmp_path / "recs.parquet"
+    assert main(["recommend", "--model", str(run_dir), "--users", "all", "--k", "5", "--out", str(out)]) == 0
+    recs = pd.read_parquet(out)
+    assert len(recs) == recs["user_id"].nunique() * 5 and recs["item_id"].str.startswith("i").all()
+
+
+def test_eval_and_compare_put_the_run_next_to_baselines(trained_run, tmp_path):
+    run_dir, record = trained_run
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump({**{k: record["config"][k] for k in ("data", "seed")}, "name": "with_run",
+        "eval": {"ks": [10], "list_length": 20, "reference": "freq", "out_dir": str(tmp_path / "results"), "bootstrap_samples": 200},
+        "methods": {"freq": {"kind": "top_frequency"}, "sasrec": {"kind": "run", "path": str(run_dir)}}}))  # fmt: skip
+    assert main(["eval", str(config)]) == 0
+    table = pd.read_csv(tmp_path / "results" / "with_run" / "results.csv", index_col="method")
+    assert table.loc["sasrec", "recall@10"] == pytest.approx(record["test"]["recall@10"])
+    compared = compare_runs([run_dir, run_dir], tmp_path / "cmp")
+    assert len(compared) == 1 and next((tmp_path / "cmp").glob("compare-*/learning_curves.png"))
+
+
+def test_resume_from_a_checkpoint_takes_the_same_next_step(tmp_path):
+    raw = tiny_training_config(tmp_path)
+    straight = DiskReporter(tmp_path / "a")
+    train_loop(raw, straight, tmp_path / "run_a")
+    first = DiskReporter(tmp_path / "b")
+    train_loop({**raw, "train": {**raw["train"], "epochs": 1}}, first, tmp_path / "run_b")
+    resumed = DiskReporter(tmp_path / "c", restore=first.reports[0][1])
+    train_loop(raw, resumed, tmp_path / "run_c")
+    assert len(resumed.reports) == 1  # only the second epoch was trained
+    assert resumed.reports[0][0]["train_loss"] == pytest.approx(straight.reports[1][0]["train_loss"], rel=1e-6)
+    config = ExperimentConfig.model_validate(raw)
+    from hyperrec.data.sources import load_dataset
+
+    catalog = load_dataset(config.data).catalog
+    a, c = build_model(config, catalog), build_model(config, catalog)
+    load_checkpoint(straight.reports[1][1], a, None)
+    load_checkpoint(resumed.reports[0][1], c, None)
+    for (name, pa), pc in zip(a.state_dict().items(), c.state_dict().values()):
+        assert np.allclose(pa.numpy(), pc.numpy(), atol=1e-6), name
+
+
+def test_two_trial_sweep_writes_table_and_plots(ray_cluster, tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(tiny_training_config(tmp_path)))
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump({"name": "tiny_sweep", "base": str(base), "space": {"model.params.dim": {"grid": [8, 16]}},
+                                          "num_samples": 1, "scheduler": {"kind": "fifo"}, "trial_resources": {"CPU": 1}}))  # fmt: skip
+    table = run_sweep(load_config(sweep_file, schema=SweepConfig), sweep_file)
+    assert sorted(table["model.params.dim"]) == [8, 16]
+    assert (table["status"] == "finished").all() and table["test/recall@10"].between(0, 1).all()
+    sweep_dir = next((tmp_path / "runs").glob("tiny_sweep-*"))
+    for name in ("sweep_results.csv", "sweep_results.md", "metric_vs_params.png", "learning_curves.png"):
+        assert (sweep_dir / name).is_file(), name
+
+
+def test_bad_model_params_fail_before_ray_starts(tmp_path):
+    config = ExperimentConfig.model_validate({**tiny_training_config(tmp_path), "model": {"kind": "sasrec", "params": {"dim": 10, "n_heads": 3}}})
+    with pytest.raises(ConfigError, match="divisible"):
+        model_config(config, "train.yaml")
