@@ -67,8 +67,9 @@ def cmd_recommend(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     if is_run(args.model):
         config = load_config(args.config, args.overrides) if args.config else run_config(args.model)
-        split = make_split(load_dataset(config.data), config.data)
-        model = load_run(args.model, split.item_ids).fit(split.full)
+        dataset = load_dataset(config.data)
+        split = make_split(dataset, config.data)
+        model = load_run(args.model, dataset.catalog).fit(split.full)
         described = f"run {args.model}"
     else:
         config = load_config(args.config or DEMO_CONFIG, args.overrides)

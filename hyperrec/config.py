@@ -101,7 +101,7 @@ class EvalConfig(StrictModel):
 class ModelSection(StrictModel):
     """Which model to train; `params` are checked against that model's own config class."""
 
-    kind: Literal["sasrec"] = "sasrec"
+    kind: Literal["sasrec", "two_tower"] = "sasrec"
     params: dict[str, Any] = {}
 
 

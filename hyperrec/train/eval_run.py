@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from hyperrec.config import ConfigError, ExperimentConfig
 from hyperrec.data.sequences import Split, make_split
 from hyperrec.data.sources import load_dataset
+from hyperrec.models.base import Recommender
 from hyperrec.models.baselines import make_baseline
 from hyperrec.train.evaluate import Evaluation, evaluate_model, metric_names
 from hyperrec.train.metrics import paired_bootstrap
@@ -70,12 +71,12 @@ def headline_metrics(ks: list[int], list_length: int) -> list[str]:
     return names + [f"mrr@{list_length}", f"repeat_recall@{k}", f"explore_recall@{k}", f"repeat_share@{k}", f"coverage@{k}"]
 
 
-def evaluate_methods(config: ExperimentConfig, split: Split, console: Console) -> dict[str, MethodResult]:
+def evaluate_methods(config: ExperimentConfig, split: Split, catalog: pd.DataFrame, console: Console) -> dict[str, MethodResult]:
     ev = config.eval
     results = {}
     for name, method in config.methods.items():
         if method.kind == "run":
-            results[name] = evaluate_run(method.path, split, ev.ks, ev.list_length, ev.tune_metric)
+            results[name] = evaluate_run(load_run(method.path, catalog), split, ev.ks, ev.list_length, ev.tune_metric)
             console.print(f"  {name}: trained run {method.path}, valid {ev.tune_metric}={results[name].valid_score:.4f}")
             continue
         params, trials = tune(method.kind, method.params, method.grid, split.valid, ev.tune_metric, ev.ks, ev.list_length, label=name)
@@ -89,14 +90,13 @@ def evaluate_methods(config: ExperimentConfig, split: Split, console: Console) -
     return results
 
 
-def evaluate_run(run_dir: Path, split: Split, ks: list[int], list_length: int, tune_metric: str) -> MethodResult:
+def evaluate_run(recommender: Recommender, split: Split, ks: list[int], list_length: int, tune_metric: str) -> MethodResult:
     """A trained model: nothing to tune or fit; it conditions on each task's history."""
-    recommender = load_run(run_dir, split.item_ids)
     valid_score = evaluate_model(recommender.fit(split.valid.history), split.valid, ks, list_length).summary[tune_metric]
     started = time.perf_counter()
     recommender.fit(split.test.history)
     fit_seconds = time.perf_counter() - started
-    return MethodResult({"run": str(run_dir)}, valid_score, evaluate_model(recommender, split.test, ks, list_length), fit_seconds)
+    return MethodResult({}, valid_score, evaluate_model(recommender, split.test, ks, list_length), fit_seconds)
 
 
 def comparison_columns(results: dict[str, MethodResult], reference: str, metrics: list[str], samples: int, seed: int) -> pd.DataFrame:
@@ -123,7 +123,7 @@ def run_eval(config: ExperimentConfig, console: Console | None = None) -> EvalRe
         f"[bold]{dataset.name}[/]: {len(dataset.events):,} events, {split.full.n_users:,} users, {split.full.n_items:,} items; "
         f"split '{config.data.split}': {len(split.valid.users):,} validation and {len(split.test.users):,} test users"
     )
-    results = evaluate_methods(config, split, console)
+    results = evaluate_methods(config, split, dataset.catalog, console)
     metrics = headline_metrics(ev.ks, ev.list_length)
     table = pd.DataFrame({name: {m: r.test.summary[m] for m in metrics} for name, r in results.items()}).T
     table.index.name = "method"

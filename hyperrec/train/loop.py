@@ -22,10 +22,8 @@ from torch import nn
 from hyperrec.config import ExperimentConfig
 from hyperrec.data.sequences import Split, make_split
 from hyperrec.data.sources import load_dataset
-from hyperrec.data.windows import training_windows
-from hyperrec.models.sequence_recommender import SequenceRecommender
 from hyperrec.train.evaluate import Evaluation, evaluate_model
-from hyperrec.train.model_factory import build_model, item_log_q, model_config
+from hyperrec.train.model_factory import TASKS, build_model, item_log_q, model_config
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -59,12 +57,12 @@ def seed_everything(seed: int) -> None:
 class TrainingObjective(nn.Module):
     """The model's loss as a forward pass, so that DDP (which hooks `forward`) syncs gradients."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, kind: str):
         super().__init__()
-        self.model = model
+        self.model, self.kind = model, kind
 
-    def forward(self, items: torch.Tensor, targets: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-        return self.model.loss(items, targets, log_q)
+    def forward(self, batch: dict[str, torch.Tensor], log_q: torch.Tensor) -> torch.Tensor:
+        return TASKS[self.kind].loss(self.model, batch, log_q)
 
 
 def unwrap(objective: nn.Module) -> nn.Module:
@@ -75,7 +73,7 @@ def unwrap(objective: nn.Module) -> nn.Module:
 
 def evaluate_sequence_model(model: nn.Module, split: Split, task_name: str, config: ExperimentConfig, device: torch.device) -> Evaluation:
     task = getattr(split, task_name)
-    recommender = SequenceRecommender(unwrap(model), model_config(config).max_len, device).fit(task.history)
+    recommender = TASKS[config.model.kind].recommender(unwrap(model), model_config(config), device).fit(task.history)
     return evaluate_model(recommender, task, config.eval.ks, config.eval.list_length)
 
 
@@ -91,10 +89,10 @@ def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
     return TrainingState(**saved["state"])
 
 
-def train_one_epoch(objective: nn.Module, optimizer: torch.optim.Optimizer, inputs: np.ndarray, targets: np.ndarray, log_q: torch.Tensor, config: ExperimentConfig, epoch: int, reporter: Reporter, device: torch.device) -> tuple[float, int]:
-    """One pass over this worker's shard; returns (mean loss, sequences seen)."""
+def train_one_epoch(objective: nn.Module, optimizer: torch.optim.Optimizer, examples: dict[str, np.ndarray], log_q: torch.Tensor, config: ExperimentConfig, epoch: int, reporter: Reporter, device: torch.device) -> tuple[float, int]:
+    """One pass over this worker's shard of the examples; returns (mean loss, examples seen)."""
     tc = config.train
-    order = np.random.default_rng(config.seed * 7919 + epoch).permutation(len(inputs))
+    order = np.random.default_rng(config.seed * 7919 + epoch).permutation(len(next(iter(examples.values()))))
     order = order[: len(order) - len(order) % reporter.world_size][reporter.rank :: reporter.world_size]
     n_steps = max(1, len(order) // tc.batch_size)
     if tc.max_steps_per_epoch is not None:
@@ -109,10 +107,9 @@ def train_one_epoch(objective: nn.Module, optimizer: torch.optim.Optimizer, inpu
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16)
     for step in steps:
         batch = order[step * tc.batch_size : (step + 1) * tc.batch_size]
-        x = torch.from_numpy(inputs[batch]).to(device)
-        y = torch.from_numpy(targets[batch]).to(device)
+        tensors = {name: torch.from_numpy(values[batch]).to(device) for name, values in examples.items()}
         with autocast:
-            loss = objective(x, y, log_q)
+            loss = objective(tensors, log_q)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip is not None:
@@ -132,12 +129,11 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
     torch.set_num_threads(max(1, int(config.train.resources_per_worker.get("CPU", 1))))
     dataset = load_dataset(config.data)
     split = make_split(dataset, config.data)
-    max_len = model_config(config).max_len
-    inputs, targets = training_windows(split.valid.history, max_len)
+    examples = TASKS[config.model.kind].examples(split.valid.history, model_config(config))
     log_q = item_log_q(split.valid.history)
     device = _device(config)
     model = build_model(config, dataset.catalog).to(device)
-    objective = _prepare(TrainingObjective(model), config)
+    objective = _prepare(TrainingObjective(model, config.model.kind), config)
     optimizer = torch.optim.AdamW(objective.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
     state = TrainingState(history=[])
     restored = reporter.restored_checkpoint() or resume_from
@@ -147,7 +143,7 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
     log_q = log_q.to(device)
     while state.epoch < config.train.epochs and state.bad_epochs < config.train.patience:
         started = time.perf_counter()
-        loss, seen = train_one_epoch(objective, optimizer, inputs, targets, log_q, config, state.epoch, reporter, device)
+        loss, seen = train_one_epoch(objective, optimizer, examples, log_q, config, state.epoch, reporter, device)
         train_seconds = time.perf_counter() - started
         valid = evaluate_sequence_model(objective, split, "valid", config, device).summary
         state.epoch += 1

@@ -1,27 +1,26 @@
-"""Build a trainable model from the experiment config; params are validated by the model's config class."""
+"""What training needs to know about each model kind: its config class, how to build it from
+the catalog, its training examples, its loss, and how to serve it as a recommender."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from torch import nn
 
 from hyperrec.config import ConfigError, ExperimentConfig
+from hyperrec.data.basket_examples import basket_examples
 from hyperrec.data.sequences import Interactions
+from hyperrec.data.windows import training_windows
+from hyperrec.models.base import Recommender
 from hyperrec.models.sasrec import SASRec, SASRecConfig
-
-MODEL_CONFIGS = {"sasrec": SASRecConfig}
-
-
-def model_config(config: ExperimentConfig, path: Path | str = "<config>") -> SASRecConfig:
-    try:
-        return MODEL_CONFIGS[config.model.kind].model_validate(config.model.params)
-    except ValidationError as exc:
-        problems = "; ".join(f"key '{'.'.join(['model.params', *map(str, e['loc'])])}': value {e.get('input')!r}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+from hyperrec.models.sequence_recommender import SequenceRecommender
+from hyperrec.models.two_tower import ItemFeatures, TwoTower, TwoTowerConfig
+from hyperrec.models.two_tower_recommender import TwoTowerRecommender
 
 
 def item_categories(catalog: pd.DataFrame) -> torch.Tensor:
@@ -30,9 +29,65 @@ def item_categories(catalog: pd.DataFrame) -> torch.Tensor:
     return torch.from_numpy(np.r_[0, codes + 1]).long()
 
 
-def build_model(config: ExperimentConfig, catalog: pd.DataFrame) -> SASRec:
-    params = model_config(config)
-    return SASRec(params, len(catalog), item_categories(catalog) if params.use_category else None)
+class SASRecTask:
+    """Next-item prediction over each user's item sequence."""
+
+    config_class: ClassVar[type[BaseModel]] = SASRecConfig
+
+    @staticmethod
+    def build(params: SASRecConfig, catalog: pd.DataFrame) -> nn.Module:
+        return SASRec(params, len(catalog), item_categories(catalog) if params.use_category else None)
+
+    @staticmethod
+    def examples(history: Interactions, params: SASRecConfig) -> dict[str, np.ndarray]:
+        items, targets = training_windows(history, params.max_len)
+        return {"items": items, "targets": targets}
+
+    @staticmethod
+    def loss(model: nn.Module, batch: dict[str, torch.Tensor], log_q: torch.Tensor) -> torch.Tensor:
+        return model.loss(batch["items"], batch["targets"], log_q)
+
+    @staticmethod
+    def recommender(model: nn.Module, params: SASRecConfig, device: torch.device | str = "cpu") -> Recommender:
+        return SequenceRecommender(model, params.max_len, device)
+
+
+class TwoTowerTask:
+    """Retrieval: the user's history and context against each item of the next basket."""
+
+    config_class: ClassVar[type[BaseModel]] = TwoTowerConfig
+
+    @staticmethod
+    def build(params: TwoTowerConfig, catalog: pd.DataFrame) -> nn.Module:
+        return TwoTower(params, len(catalog), ItemFeatures.from_catalog(catalog, params.n_price_buckets))
+
+    @staticmethod
+    def examples(history: Interactions, params: TwoTowerConfig) -> dict[str, np.ndarray]:
+        return basket_examples(history, params.max_len)
+
+    @staticmethod
+    def loss(model: nn.Module, batch: dict[str, torch.Tensor], log_q: torch.Tensor) -> torch.Tensor:
+        return model.loss(batch["items"], batch["device"], batch["hour"], batch["weekday"], batch["positives"], log_q)
+
+    @staticmethod
+    def recommender(model: nn.Module, params: TwoTowerConfig, device: torch.device | str = "cpu") -> Recommender:
+        return TwoTowerRecommender(model, device=device)
+
+
+TASKS: dict[str, Any] = {"sasrec": SASRecTask, "two_tower": TwoTowerTask}
+
+
+def model_config(config: ExperimentConfig, path: Path | str = "<config>") -> Any:
+    """The model's own typed config from `model.params` (errors name the key and the file)."""
+    try:
+        return TASKS[config.model.kind].config_class.model_validate(config.model.params)
+    except ValidationError as exc:
+        problems = "; ".join(f"key '{'.'.join(['model.params', *map(str, e['loc'])])}': value {e.get('input')!r}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from None
+
+
+def build_model(config: ExperimentConfig, catalog: pd.DataFrame) -> nn.Module:
+    return TASKS[config.model.kind].build(model_config(config), catalog)
 
 
 def item_log_q(history: Interactions) -> torch.Tensor:

@@ -115,3 +115,36 @@ def test_bad_model_params_fail_before_ray_starts(tmp_path):
     config = ExperimentConfig.model_validate({**tiny_training_config(tmp_path), "model": {"kind": "sasrec", "params": {"dim": 10, "n_heads": 3}}})
     with pytest.raises(ConfigError, match="divisible"):
         model_config(config, "train.yaml")
+
+
+def test_two_tower_trains_through_the_same_loop_and_retrieves_with_faiss(tmp_path):
+    raw = tiny_training_config(tmp_path)
+    raw["model"] = {"kind": "two_tower", "params": {"dim": 16, "max_len": 16, "n_sampled_negatives": 32}}
+    raw["train"] = {**raw["train"], "batch_size": 128, "lr": 0.003}
+    reporter = DiskReporter(tmp_path / "ckpt")
+    state = train_loop(raw, reporter, tmp_path / "run")
+    assert state.epoch == 2 and reporter.reports[-1][0]["train_loss"] < reporter.reports[0][0]["train_loss"]
+    config = ExperimentConfig.model_validate(raw)
+    from hyperrec.data.sequences import make_split
+    from hyperrec.data.sources import load_dataset
+    from hyperrec.train.runs import load_run
+
+    dataset = load_dataset(config.data)
+    split = make_split(dataset, config.data)
+    recommender = load_run(tmp_path / "run", dataset.catalog).fit(split.test.history)
+    users = split.test.users[:20]
+    via_faiss, faiss_scores = recommender.recommend(users, 10)
+    dense = recommender.score(users)
+    # The exact inner-product index returns the dense top-10 scores (items may differ only on ties).
+    assert np.allclose(faiss_scores, -np.sort(-dense, axis=1)[:, :10], atol=1e-5)
+    assert np.allclose(np.take_along_axis(dense, via_faiss, axis=1), faiss_scores, atol=1e-5)
+    popularity_recall = make_baseline_recall(split, "popularity")
+    assert state.best_metric > 0.5 * popularity_recall
+
+
+def make_baseline_recall(split, kind):
+    from hyperrec.models.baselines import make_baseline
+    from hyperrec.train.evaluate import evaluate_model
+
+    model = make_baseline(kind).fit(split.valid.history)
+    return evaluate_model(model, split.valid, [10], 20).summary["recall@10"]
