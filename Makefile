@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-all demo clean
+.PHONY: setup test demo clean
 
 setup: $(STAMP)
 
@@ -18,9 +18,6 @@ $(STAMP): pyproject.toml requirements/nodeps.txt
 
 test: setup
 	$(BIN)/pytest -q
-
-test-all: setup
-	$(BIN)/pytest -q -m ''
 
 demo: setup
 	$(BIN)/hyperrec demo

@@ -91,20 +91,27 @@ def cmd_data_synthetic(args: argparse.Namespace) -> None:
         config = load_config(args.config, args.overrides, SyntheticConfig)
     else:
         config = validate(apply_overrides({}, args.overrides), "command line", SyntheticConfig)
+    store = OfflineStore(args.store)
+    if store.has_events():
+        raise ValueError(f"--store {args.store} already holds events; generate into a new store (a second shop would mix with the first)")
     started = time.perf_counter()
-    n = write_synthetic(config, OfflineStore(args.store))
+    n = write_synthetic(config, store)
     _console().print(f"wrote {n:,} synthetic events and {config.n_items:,} items to {args.store} in {time.perf_counter() - started:.1f}s")
 
 
 def cmd_data_ingest(args: argparse.Namespace) -> None:
     from hyperrec.data.file_source import load_event_file
-    from hyperrec.data.offline_store import OfflineStore
+    from hyperrec.data.offline_store import OfflineStore, file_hash
 
-    dataset = load_event_file(args.file, args.catalog, skip_invalid=args.skip_invalid)
     store = OfflineStore(args.store)
+    previous = store.ingested().get(file_hash(args.file))
+    if previous and not args.force:
+        raise ValueError(f"{args.file}: this content was already ingested into {args.store} at {previous['at']} (as {previous['file']}); --force appends it again")
+    dataset = load_event_file(args.file, args.catalog, skip_invalid=args.skip_invalid)
     n = store.append(dataset.events)
     store.write_catalog(dataset.catalog)
-    _console().print(f"{args.file}: {n:,} events appended to {args.store} ({len(dataset.catalog):,} catalog items)")
+    store.record_ingest(args.file, n)
+    _console().print(f"{args.file}: {n:,} events appended to {args.store} ({len(dataset.catalog):,} catalog items merged)")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -155,16 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recommend)
 
     data = commands.add_parser("data", help="make or ingest event data").add_subparsers(dest="data_command", required=True)
-    p = data.add_parser("synthetic", help="generate the seeded synthetic shop into an offline store")
+    p = data.add_parser("synthetic", help="generate the seeded synthetic shop into a new offline store")
     p.add_argument("--config", type=Path, help="YAML with SyntheticConfig keys (default: built-in sizes)")
     p.add_argument("--store", type=Path, required=True)
-    with_overrides(p)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="shop settings, e.g. n_items=50000 n_users=100000 seed=1")
     p.set_defaults(func=cmd_data_synthetic)
     p = data.add_parser("ingest", help="validate a CSV/Parquet event file and append it to an offline store")
     p.add_argument("file", type=Path)
     p.add_argument("--store", type=Path, required=True)
     p.add_argument("--catalog", type=Path, help="CSV/Parquet catalog (item_id, category, price, margin, stock, title)")
     p.add_argument("--skip-invalid", action="store_true", help="append the valid rows when some break the contract")
+    p.add_argument("--force", action="store_true", help="append a file even if the same content was ingested before")
     p.set_defaults(func=cmd_data_ingest)
 
     p = commands.add_parser("demo", help="baselines on the real Instacart sample: the table the models must beat")

@@ -6,6 +6,8 @@ with a `ConfigError` that names the key, the value and the file.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -41,7 +43,7 @@ class SyntheticConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
-    source: Literal["instacart", "synthetic", "file"] = "instacart"
+    source: Literal["instacart", "synthetic", "file", "store"] = "instacart"
     path: Path | None = None
     catalog_path: Path | None = None
     skip_invalid: bool = False
@@ -54,8 +56,8 @@ class DataConfig(StrictModel):
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> "DataConfig":
-        if self.source == "file" and self.path is None:
-            raise ValueError("data.source=file needs data.path (a CSV or Parquet file of events)")
+        if self.source in ("file", "store") and self.path is None:
+            raise ValueError(f"data.source={self.source} needs data.path (a CSV/Parquet file of events, or an offline store directory)")
         lo, hi = self.time_split_quantiles
         if not 0 < lo < hi < 1:
             raise ValueError("time_split_quantiles must satisfy 0 < validation < test < 1")
@@ -198,9 +200,24 @@ def _describe(error: dict[str, Any]) -> str:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None, schema: type[T] = ExperimentConfig) -> T:  # type: ignore[assignment]
-    """Read a YAML config, apply dotted overrides, validate against `schema`."""
+    """Read a YAML config, apply dotted overrides, validate against `schema`.
+
+    Overrides also go into the config's `name` (unless `name` itself is overridden), so that
+    results and runs of a changed config never overwrite those of the file as committed.
+    """
     path = Path(path)
-    return validate(apply_overrides(read_yaml(path), overrides or []), path, schema)
+    raw = apply_overrides(read_yaml(path), overrides or [])
+    if overrides and isinstance(raw.get("name"), str) and not any(o.startswith("name=") for o in overrides):
+        raw["name"] = overridden_name(raw["name"], overrides)
+    return validate(raw, path, schema)
+
+
+def overridden_name(name: str, overrides: list[str]) -> str:
+    """`instacart_baselines` + [data.split=time] -> `instacart_baselines+data.split=time` (file-system safe)."""
+    suffix = re.sub(r"[^A-Za-z0-9_.=,+-]", "_", "+".join(overrides))
+    if len(suffix) > 80:
+        suffix = hashlib.sha1(suffix.encode()).hexdigest()[:12]
+    return f"{name}+{suffix}"
 
 
 class SearchDimension(StrictModel):

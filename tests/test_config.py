@@ -73,3 +73,12 @@ def test_method_params_are_checked_before_any_data_loads(tmp_path):
 def test_reference_must_be_a_method(tmp_path):
     with pytest.raises(ConfigError, match="eval.reference"):
         load_config(write(tmp_path, "name: x\neval: {reference: nope}\nmethods:\n  p: {kind: popularity}\n"))
+
+
+def test_overrides_go_into_the_name_so_results_never_overwrite_the_committed_config(tmp_path):
+    path = write(tmp_path, "name: exp\n")
+    assert load_config(path).name == "exp"
+    assert load_config(path, ["data.split=time"]).name == "exp+data.split=time"
+    assert load_config(path, ["data.split=time", "name=mine"]).name == "mine"
+    long = load_config(path, [f"data.path=/very/long/{'x' * 100}.csv"]).name
+    assert long.startswith("exp+") and len(long) == len("exp+") + 12 and "/" not in long

@@ -51,7 +51,7 @@ def load_event_file(path: Path, catalog_path: Path | None = None, skip_invalid: 
         more = f"\n  ... and {len(rejected) - 10} more" if len(rejected) > 10 else ""
         raise DataFileError(
             f"{path}: {len(rejected)} of {len(raw)} events break the contract:\n  {shown}{more}\n"
-            "Fix them, or set data.skip_invalid=true to use the valid rows only."
+            "Fix them, or use the valid rows only: data.skip_invalid=true in a config, --skip-invalid for `hyperrec data ingest`."
         )
     events = events_to_frame(accepted)
     if catalog_path is not None:

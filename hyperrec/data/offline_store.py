@@ -1,11 +1,15 @@
 """Offline store: events as Parquet partitioned by day and event type.
 
 Appends never rewrite what is there: each append writes new files tagged with a batch number,
-and reading sorts by (batch, row) so that events come back exactly as they went in.
+and reading sorts by (batch, row) so that events come back exactly as they went in. The store
+remembers the content hash of every file ingested into it, so the same file is not appended twice
+by mistake; the catalog is merged, newer rows winning.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -24,6 +28,20 @@ class OfflineStore:
         self.root = Path(root)
         self.events_dir = self.root / "events"
         self.catalog_path = self.root / "catalog.parquet"
+        self.ingest_log = self.root / "ingested.json"
+
+    def has_events(self) -> bool:
+        return self.events_dir.exists() and any(self.events_dir.rglob("*.parquet"))
+
+    def ingested(self) -> dict[str, dict]:
+        """Content hash -> {file, events, at} of every file ingested so far."""
+        return json.loads(self.ingest_log.read_text()) if self.ingest_log.exists() else {}
+
+    def record_ingest(self, file: Path, events: int) -> None:
+        log = self.ingested()
+        log[file_hash(file)] = {"file": str(file), "events": events, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.ingest_log.write_text(json.dumps(log, indent=2))
 
     def append(self, events: pd.DataFrame) -> int:
         """Write a batch of events; returns how many were written."""
@@ -58,10 +76,23 @@ class OfflineStore:
         return normalize_events(frame[list(EVENT_COLUMNS)].reset_index(drop=True))
 
     def write_catalog(self, catalog: pd.DataFrame) -> None:
+        """Merge into the stored catalog: new items are added, known items take the new values."""
         self.root.mkdir(parents=True, exist_ok=True)
-        normalize_catalog(catalog).to_parquet(self.catalog_path, index=False)
+        catalog = normalize_catalog(catalog)
+        if self.catalog_path.exists():
+            old = self.read_catalog()
+            catalog = pd.concat([old[~old["item_id"].isin(catalog["item_id"])], catalog], ignore_index=True)
+        catalog.to_parquet(self.catalog_path, index=False)
 
     def read_catalog(self) -> pd.DataFrame:
         if not self.catalog_path.exists():
             raise FileNotFoundError(f"{self.catalog_path}: no catalog in this store")
         return normalize_catalog(pd.read_parquet(self.catalog_path))
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

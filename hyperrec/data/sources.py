@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hyperrec.config import DataConfig
 from hyperrec.data.dataset import Dataset
+from hyperrec.data.offline_store import OfflineStore
 from hyperrec.data.file_source import load_event_file
 from hyperrec.data.instacart import load_instacart
 from hyperrec.data.synthetic import SyntheticShop
@@ -15,4 +16,8 @@ def load_dataset(config: DataConfig) -> Dataset:
     if config.source == "file":
         assert config.path is not None  # guaranteed by DataConfig
         return load_event_file(config.path, config.catalog_path, config.skip_invalid)
+    if config.source == "store":
+        assert config.path is not None
+        store = OfflineStore(config.path)
+        return Dataset(name=config.path.name, events=store.read(), catalog=store.read_catalog())
     return SyntheticShop(config.synthetic).dataset()

@@ -22,6 +22,8 @@ COMPARED = ["recall@10", "ndcg@10", "hit@10", "recall@20", "ndcg@20", "repeat_re
 
 def load_record(run_dir: Path) -> dict:
     path = run_dir / RECORD_FILE
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run directory")
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a finished run (no {RECORD_FILE})")
     return json.loads(path.read_text())
