@@ -46,3 +46,37 @@ def training_windows(interactions: Interactions, max_len: int) -> tuple[np.ndarr
     if not inputs:
         return np.zeros((0, max_len), np.int64), np.zeros((0, max_len), np.int64)
     return np.stack(inputs), np.stack(targets)
+
+
+def next_basket_windows(interactions: Interactions, max_len: int, max_basket: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Next-basket training pairs: inputs (N, max_len) and targets (N, max_len, max_basket).
+
+    Windows end where a basket ends and reach back max_len items; at the position of each
+    basket's last item the target is the next basket (up to `max_basket` of its items), elsewhere
+    all zeros. Every basket but the last is a target exactly once.
+    """
+    inputs, targets = [], []
+    for user in range(interactions.n_users):
+        baskets = interactions.baskets[user]
+        if len(baskets) < 2:
+            continue
+        items = np.concatenate(baskets) + 1
+        ends = np.cumsum([len(b) for b in baskets])  # flat index after each basket
+        last = len(baskets) - 2  # the newest basket whose successor is known
+        while last >= 0:  # each window ends where a basket ends; the next one where this one's first target-free basket ends
+            end = ends[last]
+            start = max(0, end - max_len)
+            x = np.zeros(max_len, np.int64)
+            y = np.zeros((max_len, max_basket), np.int64)
+            x[max_len - (end - start) :] = items[start:end]
+            for b in range(last, -1, -1):
+                if ends[b] <= start:
+                    break
+                nxt = baskets[b + 1][:max_basket] + 1
+                y[max_len - (end - ends[b]) - 1, : len(nxt)] = nxt
+            inputs.append(x)
+            targets.append(y)
+            last = b if ends[b] <= start else -1
+    if not inputs:
+        return np.zeros((0, max_len), np.int64), np.zeros((0, max_len, max_basket), np.int64)
+    return np.stack(inputs), np.stack(targets)

@@ -14,6 +14,10 @@ Conventions:
   embedding and any sequence length up to `max_len` works (training and serving alike).
 - the output layer is tied to the item embedding: score(item) = hidden . item_embedding(item).
 - `score_next` is the exported entry point (ONNX): no Python control flow on tensor values.
+- optional repeat head (a copy mechanism, in the spirit of RepeatNet, Ren et al., AAAI 2019):
+  score(item) += w * log(1 + sum over the item's earlier occurrences of decay^age). Grocery
+  baskets are mostly re-purchases, which a softmax over embeddings learns slowly from few users;
+  the head gives the transformer a direct path to them, with w and decay learned.
 """
 
 from __future__ import annotations
@@ -38,11 +42,17 @@ class SASRecConfig(StrictModel):
     loss: Literal["full_softmax", "sampled_softmax"] = "full_softmax"
     n_negatives: int = Field(256, ge=1, description="negatives per batch for sampled_softmax")
     use_category: bool = Field(False, description="add a category embedding to each item embedding")
+    repeat_head: bool = Field(False, description="add a learned, recency-decayed repeat score for items already in the sequence")
+    objective: Literal["next_item", "next_basket"] = Field(
+        "next_item", description="next_basket: at each basket's last item, predict every item of the next basket (full softmax)"
+    )
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> "SASRecConfig":
         if self.dim % self.n_heads != 0:
             raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+        if (self.repeat_head or self.objective == "next_basket") and self.loss != "full_softmax":
+            raise ValueError("repeat_head and objective=next_basket are implemented for loss=full_softmax only")
         return self
 
 
@@ -127,6 +137,9 @@ class SASRec(nn.Module):
                 raise ValueError("item_categories must be non-negative category ids")
             self.register_buffer("item_categories", item_categories.clone())
             self.category_emb = nn.Embedding(int(item_categories.max()) + 1, config.dim)
+        if config.repeat_head:
+            self.repeat_weight = nn.Parameter(torch.tensor(1.0))
+            self.repeat_decay_logit = nn.Parameter(torch.tensor(3.0))  # sigmoid(3) ~ 0.95 per item of age
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.dim)
@@ -172,10 +185,25 @@ class SASRec(nn.Module):
             x = block(x, mask)
         return self.ln_f(x)
 
+    def repeat_scores(self, sequences: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
+        """[N, n_items] repeat-head scores: w * log(1 + sum over occurrences of decay^age), per item.
+
+        sequences: [N, L] item ids; age: [N, L] how many positions before the query each item is
+        (negative = after the query, ignored).
+        """
+        decay = torch.sigmoid(self.repeat_decay_logit)
+        weights = torch.where((age >= 0) & (sequences > 0), decay ** age.clamp(min=0), torch.zeros_like(age))
+        sums = weights.new_zeros((sequences.shape[0], self.n_items + 1)).scatter_add(1, sequences, weights)
+        return self.repeat_weight * torch.log1p(sums[:, 1:])
+
     def score_next(self, items: torch.Tensor) -> torch.Tensor:
         """[B, L] -> [B, n_items] scores for the next item; column j is item id j + 1."""
         last = self.forward(items)[:, -1]
-        return last @ self.item_embeddings()[1:].T
+        scores = last @ self.item_embeddings()[1:].T
+        if self.config.repeat_head:
+            age = torch.arange(items.shape[1] - 1, -1, -1, device=items.device).float().expand(items.shape)
+            scores = scores + self.repeat_scores(items, age)
+        return scores
 
     def loss(self, items: torch.Tensor, targets: torch.Tensor, item_log_q: torch.Tensor | None = None) -> torch.Tensor:
         """Mean next-item cross-entropy over the positions where `targets` != 0.
@@ -185,12 +213,16 @@ class SASRec(nn.Module):
         negatives are drawn from (row 0 = -inf; finite for every item that can be a target);
         uniform over items when None.
         """
+        if targets.dim() == 3:
+            return self.basket_loss(items, targets)
         keep = targets != 0
         hidden = self.forward(items)[keep]  # [N, dim]
         targets = targets[keep]  # [N]
         table = self.item_embeddings()
         if self.config.loss == "full_softmax":
             logits = hidden @ table[1:].T  # padding row excluded from the softmax
+            if self.config.repeat_head:
+                logits = logits + self._repeat_scores_at(items, keep)
             return F.cross_entropy(logits, targets - 1)
         if item_log_q is None:
             item_log_q = uniform_log_q(self.n_items, device=table.device)
@@ -199,6 +231,27 @@ class SASRec(nn.Module):
         negatives = sample_negatives(item_log_q, self.config.n_negatives)
         logits = sampled_softmax_logits(hidden, table, targets, negatives, item_log_q)
         return F.cross_entropy(logits, torch.zeros_like(targets))
+
+    def _repeat_scores_at(self, items: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Repeat-head scores at every position where `keep` [B, L] is true."""
+        rows, positions = keep.nonzero(as_tuple=True)
+        age = (positions[:, None] - torch.arange(items.shape[1], device=items.device)[None, :]).float()
+        return self.repeat_scores(items[rows], age)
+
+    def basket_loss(self, items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Full-softmax cross-entropy of every item of the next basket, at the positions that end a basket.
+
+        targets: LongTensor[B, L, T], the next basket's items (0-padded) at basket-end positions,
+        all zeros elsewhere. Each target item counts once: the loss is the mean over them.
+        """
+        keep = (targets != 0).any(-1)  # [B, L]
+        logits = self.forward(items)[keep] @ self.item_embeddings()[1:].T  # [N, n_items]
+        if self.config.repeat_head:
+            logits = logits + self._repeat_scores_at(items, keep)
+        basket = targets[keep]  # [N, T]
+        log_probs = logits.log_softmax(-1).gather(1, (basket - 1).clamp(min=0))
+        present = basket != 0
+        return -(log_probs * present).sum() / present.sum()
 
 
 def uniform_log_q(n_items: int, device: torch.device | str | None = None) -> torch.Tensor:

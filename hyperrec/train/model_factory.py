@@ -15,7 +15,7 @@ from torch import nn
 from hyperrec.config import ConfigError, ExperimentConfig
 from hyperrec.data.basket_examples import basket_examples
 from hyperrec.data.sequences import Interactions
-from hyperrec.data.windows import training_windows
+from hyperrec.data.windows import next_basket_windows, training_windows
 from hyperrec.models.base import Recommender
 from hyperrec.models.sasrec import SASRec, SASRecConfig
 from hyperrec.models.sequence_recommender import SequenceRecommender
@@ -40,7 +40,8 @@ class SASRecTask:
 
     @staticmethod
     def examples(history: Interactions, params: SASRecConfig) -> dict[str, np.ndarray]:
-        items, targets = training_windows(history, params.max_len)
+        make = next_basket_windows if params.objective == "next_basket" else training_windows
+        items, targets = make(history, params.max_len)
         return {"items": items, "targets": targets}
 
     @staticmethod

@@ -73,3 +73,16 @@ def test_min_history_max_users_and_unknown_items(instacart, tiny):
         make_split(bad, DataConfig())
     with pytest.raises(ValueError, match="no user has enough history"):
         make_split(tiny, DataConfig(min_history=10))
+
+
+def test_next_basket_windows_put_each_next_basket_at_the_end_of_the_one_before():
+    from hyperrec.data.windows import next_basket_windows
+
+    history = Interactions(10, [[np.array([0, 1]), np.array([2]), np.array([3, 4, 5]), np.array([6])]], [np.array([1.0, 2, 3, 4])])
+    x, y = next_basket_windows(history, 8, 3)
+    assert x.tolist() == [[0, 0, 1, 2, 3, 4, 5, 6]]
+    assert y[0, 3].tolist() == [3, 0, 0] and y[0, 4].tolist() == [4, 5, 6] and y[0, 7].tolist() == [7, 0, 0]
+    assert (y[0, [0, 1, 2, 5, 6]] == 0).all()
+    x, y = next_basket_windows(history, 2, 3)  # short windows: every basket but the first is a target exactly once
+    assert x.tolist() == [[5, 6], [2, 3]]
+    assert sorted(tuple(t[t > 0]) for t in y.reshape(-1, 3) if t.any()) == [(3,), (4, 5, 6), (7,)]

@@ -196,9 +196,10 @@ class NextItemScores(torch.nn.Module):
         return self.model.score_next(items)
 
 
-def test_onnx_export_with_dynamic_batch_and_length_matches_torch(tmp_path):
+@pytest.mark.parametrize("repeat_head", [False, True])
+def test_onnx_export_with_dynamic_batch_and_length_matches_torch(tmp_path, repeat_head):
     ort = pytest.importorskip("onnxruntime")
-    model = make_model(use_category=True, seed=3).eval()
+    model = make_model(use_category=True, seed=3, repeat_head=repeat_head).eval()
     wrapper = NextItemScores(model).eval()
     path = tmp_path / "sasrec.onnx"
     dynamic = {"items": {0: torch.export.Dim("batch"), 1: torch.export.Dim("length", max=model.config.max_len)}}
@@ -227,3 +228,38 @@ def test_config_validation():
         SASRec(SASRecConfig(use_category=True), N_ITEMS)
     with pytest.raises(ValueError, match="shape"):
         SASRec(SASRecConfig(use_category=True), N_ITEMS, torch.zeros(N_ITEMS, dtype=torch.long))
+
+
+def test_repeat_head_adds_a_decayed_count_of_earlier_occurrences():
+    model = make_model(repeat_head=True, seed=4).eval()
+    with torch.no_grad():
+        model.repeat_weight.fill_(0.7)
+        model.repeat_decay_logit.fill_(0.0)  # decay 0.5 per item of age
+    items = torch.tensor([[0, 0, 0, 0, 5, 3, 5, 9]])
+    with torch.no_grad():
+        base = model.forward(items)[:, -1] @ model.item_embeddings()[1:].T
+        added = (model.score_next(items) - base)[0]
+    expected = torch.zeros(N_ITEMS)
+    expected[5 - 1] = 0.7 * math.log1p(0.5**3 + 0.5**1)  # item 5 at ages 3 and 1
+    expected[3 - 1] = 0.7 * math.log1p(0.5**2)
+    expected[9 - 1] = 0.7 * math.log1p(1.0)
+    torch.testing.assert_close(added, expected, atol=1e-5, rtol=0)
+
+
+def test_next_basket_loss_is_the_mean_cross_entropy_of_the_next_baskets_items():
+    model = make_model(seed=5, objective="next_basket").eval()
+    items = torch.tensor([[0, 0, 1, 2, 3, 4, 5, 6]])
+    targets = torch.zeros(1, 8, 3, dtype=torch.long)
+    targets[0, 4] = torch.tensor([7, 8, 0])  # the basket ending at position 4 is followed by {7, 8}
+    targets[0, 7] = torch.tensor([2, 0, 0])
+    with torch.no_grad():
+        log_probs = (model.forward(items)[0] @ model.item_embeddings()[1:].T).log_softmax(-1)
+        expected = -(log_probs[4, 6] + log_probs[4, 7] + log_probs[7, 1]) / 3
+        torch.testing.assert_close(model.loss(items, targets), expected)
+
+
+def test_repeat_head_and_next_basket_need_the_full_softmax():
+    with pytest.raises(ValidationError, match="full_softmax"):
+        SASRecConfig(repeat_head=True, loss="sampled_softmax")
+    with pytest.raises(ValidationError, match="full_softmax"):
+        SASRecConfig(objective="next_basket", loss="sampled_softmax")
