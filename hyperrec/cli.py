@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import ValidationError
 from rich.console import Console
 
-from hyperrec.config import ConfigError, ExperimentConfig, SyntheticConfig, apply_overrides, load_config, validate
+from hyperrec.config import ConfigError, SyntheticConfig, apply_overrides, load_config, validate
 from hyperrec.data.file_source import DataFileError
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"

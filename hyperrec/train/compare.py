@@ -6,16 +6,12 @@ import json
 import time
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from rich.console import Console
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from rich.console import Console  # noqa: E402
-
-from hyperrec.train.metrics import paired_bootstrap  # noqa: E402
-from hyperrec.train.report import plot_metrics, print_table, write_table  # noqa: E402
-from hyperrec.train.tracking import PER_USER_FILE, RECORD_FILE  # noqa: E402
+from hyperrec.train.metrics import paired_bootstrap
+from hyperrec.train.report import plot_learning_curves, plot_metrics, print_table, write_table
+from hyperrec.train.tracking import PER_USER_FILE, RECORD_FILE
 
 COMPARED = ["recall@10", "ndcg@10", "hit@10", "recall@20", "ndcg@20", "repeat_recall@10", "explore_recall@10", "coverage@10"]
 
@@ -33,7 +29,7 @@ def compare_runs(run_dirs: list[Path], out_root: Path, console: Console | None =
     console = console or Console()
     records = {run: load_record(run) for run in run_dirs}
     rows = {}
-    for run, record in records.items():
+    for record in records.values():
         test = record["test"]
         rows[record["run"]] = {**{m: test.get(m, float("nan")) for m in COMPARED}, "best_epoch": record["best_epoch"],
                                "wall_s": record["wall_seconds"], "seq/s": record["samples_per_s"]}  # fmt: skip
@@ -47,18 +43,11 @@ def compare_runs(run_dirs: list[Path], out_root: Path, console: Console | None =
     out = out_root / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     write_table(table, out, "compare")
     plot_metrics(table, COMPARED[:5], out / "compare.png", "runs: test split, full ranking")
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    curves = {}
     for record in records.values():
         epochs = pd.DataFrame(record["epochs"])
-        monitor = "valid/" + record["config"]["train"]["monitor"]
-        ax.plot(epochs["epoch"], epochs[monitor], "o-", label=record["run"])
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation metric")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "learning_curves.png", dpi=110)
-    plt.close(fig)
+        curves[record["run"]] = (epochs["epoch"], epochs["valid/" + record["config"]["train"]["monitor"]])
+    plot_learning_curves(curves, "validation metric", out / "learning_curves.png", "learning curves")
     print_table(table, f"{len(table)} runs, test split, full ranking", console)
     console.print(f"wrote {out}/compare.csv, compare.md, compare.png, learning_curves.png")
     return table

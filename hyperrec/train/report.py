@@ -54,6 +54,21 @@ def plot_metrics(table: pd.DataFrame, metrics: list[str], path: Path, title: str
     plt.close(fig)
 
 
+def plot_learning_curves(curves: dict[str, tuple[pd.Series, pd.Series]], ylabel: str, path: Path, title: str) -> None:
+    """One line per run: name -> (epochs, validation metric per epoch)."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for name, (epochs, values) in curves.items():
+        ax.plot(epochs, values, "o-", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_table(table: pd.DataFrame, directory: Path, stem: str) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     csv, markdown = directory / f"{stem}.csv", directory / f"{stem}.md"

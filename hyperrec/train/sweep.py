@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,11 @@ from ray import tune  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from hyperrec.config import ConfigError, ExperimentConfig, SearchDimension, SweepConfig, read_yaml, set_dotted, validate  # noqa: E402
+from hyperrec.config import ExperimentConfig, SearchDimension, SweepConfig, apply_overrides, read_yaml, set_dotted, validate  # noqa: E402
 from hyperrec.train.launcher import ensure_ray  # noqa: E402
 from hyperrec.train.loop import train_loop  # noqa: E402
 from hyperrec.train.model_factory import model_config  # noqa: E402
-from hyperrec.train.report import print_table, write_table  # noqa: E402
+from hyperrec.train.report import plot_learning_curves, print_table, write_table  # noqa: E402
 from hyperrec.train.tracking import RECORD_FILE  # noqa: E402
 
 
@@ -83,8 +82,6 @@ def load_base(sweep: SweepConfig, path: Path | str) -> dict[str, Any]:
     base_path = sweep.base if sweep.base.is_absolute() else Path(path).parent.joinpath(sweep.base)
     if not base_path.is_file():
         base_path = sweep.base  # relative to the working directory (the repository root)
-    from hyperrec.config import apply_overrides
-
     raw = apply_overrides(read_yaml(base_path), sweep.overrides)
     raw["name"] = sweep.name
     validate(raw, base_path, ExperimentConfig)
@@ -115,9 +112,8 @@ def run_sweep(sweep: SweepConfig, path: Path | str, console: Console | None = No
     for result in results:
         if result.metrics is None:
             continue
-        trial = result.path.rstrip("/").split("/")[-1] if result.path else "?"
         history = result.metrics_dataframe
-        name = str(result.metrics.get("trial_id", trial))
+        name = str(result.metrics["trial_id"])
         record_files = list(sweep_dir.glob(f"*{name}*/{RECORD_FILE}"))
         test = json.loads(record_files[0].read_text())["test"] if record_files else {}
         rows.append({"trial": name, **result.config, "epochs": int(history["epoch"].max()), f"best {sweep.metric}": float(history[sweep.metric].max()),
@@ -153,15 +149,5 @@ def plot_sweep(table: pd.DataFrame, curves: dict[str, pd.DataFrame], sweep: Swee
     fig.tight_layout()
     fig.savefig(out / "metric_vs_params.png", dpi=110)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for trial in table.index[:5]:
-        curve = curves[trial]
-        ax.plot(curve["epoch"], curve[sweep.metric], "o-", label=trial)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(sweep.metric)
-    ax.set_title("learning curves of the best trials")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "learning_curves.png", dpi=110)
-    plt.close(fig)
+    best = {trial: (curves[trial]["epoch"], curves[trial][sweep.metric]) for trial in table.index[:5]}
+    plot_learning_curves(best, sweep.metric, out / "learning_curves.png", "learning curves of the best trials")
