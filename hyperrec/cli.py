@@ -61,6 +61,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_recommend(args: argparse.Namespace) -> None:
     from hyperrec.data.sequences import make_split
     from hyperrec.data.sources import load_dataset
+    from hyperrec.train.eval_run import build_fixed
     from hyperrec.train.recommend import fit_for_serving, recommendations_frame, resolve_method, select_users, write_recommendations
     from hyperrec.train.runs import is_run, load_run, run_config
 
@@ -73,10 +74,16 @@ def cmd_recommend(args: argparse.Namespace) -> None:
         described = f"run {args.model}"
     else:
         config = load_config(args.config or DEMO_CONFIG, args.overrides)
-        kind, params, origin = resolve_method(config, args.model)
-        split = make_split(load_dataset(config.data), config.data)
-        model = fit_for_serving(kind, params, split)
-        described = f"{args.model} ({kind}, params {origin}: {params})"
+        dataset = load_dataset(config.data)
+        split = make_split(dataset, config.data)
+        method = config.methods.get(args.model)
+        if method is not None and method.kind == "pipeline":
+            model = build_fixed(method, dataset.catalog).fit(split.full)
+            described = f"{args.model} (pipeline over {sorted(method.retrievers)})"
+        else:
+            kind, params, origin = resolve_method(config, args.model)
+            model = fit_for_serving(kind, params, split)
+            described = f"{args.model} ({kind}, params {origin}: {params})"
     users = select_users(split, args.users)
     frame = recommendations_frame(model, split, users, args.k)
     write_recommendations(frame, args.out)

@@ -67,19 +67,28 @@ class DataConfig(StrictModel):
 class MethodConfig(StrictModel):
     """One recommender to evaluate: `kind` picks the class, `params` its settings, `grid` the
     values tried on the validation split (the best by `eval.tune_metric` is used on test).
-    Kind `run` evaluates a trained model from its run directory."""
+    Kind `run` evaluates a trained model from its run directory; kind `pipeline` chains
+    candidate generation (`retrievers`, repeat items, popularity) and a learned ranker (`params`:
+    hyperrec.models.pipeline.PipelineConfig)."""
 
-    kind: Literal["popularity", "top_frequency", "item_knn", "tifu_knn", "run"]
-    params: dict[str, float | int | bool] = {}
+    kind: Literal["popularity", "top_frequency", "item_knn", "tifu_knn", "run", "pipeline"]
+    params: dict[str, Any] = {}
     grid: dict[str, list[float | int | bool]] = {}
     path: Path | None = Field(None, description="kind 'run': a training run directory (experiments/runs/...)")
+    retrievers: dict[str, "MethodConfig"] = Field({}, description="kind 'pipeline': the candidate sources (baselines)")
 
     @model_validator(mode="after")
-    def _run_has_a_path(self) -> "MethodConfig":
+    def _kind_specific_keys(self) -> "MethodConfig":
         if (self.kind == "run") != (self.path is not None):
             raise ValueError("a method of kind 'run' needs `path` (a run directory); other kinds take none")
         if self.kind == "run" and (self.params or self.grid):
             raise ValueError("a trained run has no params or grid to tune")
+        if self.kind != "pipeline" and self.retrievers:
+            raise ValueError("only a method of kind 'pipeline' takes `retrievers`")
+        if self.kind == "pipeline" and self.grid:
+            raise ValueError("a pipeline is tuned in its own config (params), not by grid")
+        if any(r.kind in ("run", "pipeline") or r.grid for r in self.retrievers.values()):
+            raise ValueError("retrievers are baselines with fixed params (no grid, no runs or pipelines)")
         return self
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,12 @@ from rich.console import Console
 
 from pydantic import ValidationError
 
-from hyperrec.config import ConfigError, ExperimentConfig
+from hyperrec.config import ConfigError, ExperimentConfig, MethodConfig
 from hyperrec.data.sequences import Split, make_split
 from hyperrec.data.sources import load_dataset
 from hyperrec.models.base import Recommender
 from hyperrec.models.baselines import make_baseline
+from hyperrec.models.pipeline import Pipeline, PipelineConfig
 from hyperrec.train.evaluate import Evaluation, evaluate_model, metric_names
 from hyperrec.train.metrics import paired_bootstrap
 from hyperrec.train.report import plot_metrics, print_table, write_table
@@ -55,6 +57,15 @@ def validate_methods(config: ExperimentConfig, path: Path | str) -> None:
             if not is_run(method.path):
                 raise ConfigError(f"{path}: key 'methods.{name}.path': value '{method.path}' is not a training run directory")
             continue
+        if method.kind == "pipeline":
+            try:
+                PipelineConfig.model_validate(method.params)
+                for retriever in method.retrievers.values():
+                    make_baseline(retriever.kind, retriever.params)
+            except ValidationError as exc:
+                problems = "; ".join(f"key 'methods.{name}...{'.'.join(map(str, e['loc']))}': value {e.get('input')!r}: {e['msg']}" for e in exc.errors())
+                raise ConfigError(f"{path}: {problems}") from None
+            continue
         for point in [method.params, *grid_points(method.params, method.grid)]:
             try:
                 make_baseline(method.kind, point)
@@ -75,9 +86,9 @@ def evaluate_methods(config: ExperimentConfig, split: Split, catalog: pd.DataFra
     ev = config.eval
     results = {}
     for name, method in config.methods.items():
-        if method.kind == "run":
-            results[name] = evaluate_run(load_run(method.path, catalog), split, ev.ks, ev.list_length, ev.tune_metric)
-            console.print(f"  {name}: trained run {method.path}, valid {ev.tune_metric}={results[name].valid_score:.4f}")
+        if method.kind in ("run", "pipeline"):
+            results[name] = evaluate_fixed(lambda m=method: build_fixed(m, catalog), split, ev.ks, ev.list_length, ev.tune_metric)
+            console.print(f"  {name}: {method.kind}, valid {ev.tune_metric}={results[name].valid_score:.4f}, fit {results[name].fit_seconds:.0f}s")
             continue
         params, trials = tune(method.kind, method.params, method.grid, split.valid, ev.tune_metric, ev.ks, ev.list_length, label=name)
         started = time.perf_counter()
@@ -90,13 +101,21 @@ def evaluate_methods(config: ExperimentConfig, split: Split, catalog: pd.DataFra
     return results
 
 
-def evaluate_run(recommender: Recommender, split: Split, ks: list[int], list_length: int, tune_metric: str) -> MethodResult:
-    """A trained model: nothing to tune or fit; it conditions on each task's history."""
-    valid_score = evaluate_model(recommender.fit(split.valid.history), split.valid, ks, list_length).summary[tune_metric]
+def build_fixed(method: MethodConfig, catalog: pd.DataFrame) -> Recommender:
+    """A method with nothing to grid-search: a trained run, or a pipeline over baseline retrievers."""
+    if method.kind == "run":
+        return load_run(method.path, catalog)
+    retrievers = {name: make_baseline(r.kind, r.params) for name, r in method.retrievers.items()}
+    return Pipeline(retrievers, PipelineConfig.model_validate(method.params), catalog)
+
+
+def evaluate_fixed(build: Callable[[], Recommender], split: Split, ks: list[int], list_length: int, tune_metric: str) -> MethodResult:
+    """Validation score from a fit on the validation history; test metrics from a fresh fit on the test history."""
+    valid_score = evaluate_model(build().fit(split.valid.history), split.valid, ks, list_length).summary[tune_metric]
     started = time.perf_counter()
-    recommender.fit(split.test.history)
+    model = build().fit(split.test.history)
     fit_seconds = time.perf_counter() - started
-    return MethodResult({}, valid_score, evaluate_model(recommender, split.test, ks, list_length), fit_seconds)
+    return MethodResult({}, valid_score, evaluate_model(model, split.test, ks, list_length), fit_seconds)
 
 
 def comparison_columns(results: dict[str, MethodResult], reference: str, metrics: list[str], samples: int, seed: int) -> pd.DataFrame:
