@@ -78,3 +78,29 @@ def test_summary_names_match_metric_names(tiny):
     split = make_split(tiny, DataConfig())
     recs, _ = make_baseline("popularity").fit(split.test.history).recommend(split.test.users, 5)
     assert sorted(evaluate_lists(recs, split.test, [1, 3]).summary) == sorted(metric_names([1, 3], 5))
+
+
+def test_a_pipeline_is_evaluated_and_scored_like_any_method(tmp_path):
+    config = tmp_path / "pipe.yaml"
+    config.write_text(
+        f"""
+name: synthetic_pipe
+data: {{source: synthetic, synthetic: {{n_users: 200, n_items: 150, n_categories: 5, sessions_per_user: 10}}}}
+eval: {{ks: [10], list_length: 20, reference: freq, bootstrap_samples: 200, out_dir: {tmp_path / "results"}}}
+methods:
+  freq: {{kind: top_frequency}}
+  pipe:
+    kind: pipeline
+    retrievers: {{iknn: {{kind: item_knn, params: {{neighbors: 50}}}}}}
+    params: {{retriever_top_n: 20, popular_top_n: 10, label_baskets: 3, ranker: {{epochs: 2}}}}
+"""
+    )
+    assert main(["eval", str(config)]) == 0
+    table = pd.read_csv(tmp_path / "results" / "synthetic_pipe" / "results.csv", index_col="method")
+    assert 0 < table.loc["pipe", "recall@10"] <= 1
+    out = tmp_path / "recs.csv"
+    assert main(["recommend", "--config", str(config), "--model", "pipe", "--k", "5", "--out", str(out)]) == 0
+    assert len(pd.read_csv(out)) % 5 == 0
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(config.read_text().replace("epochs: 2", "epoch: 2"))
+    assert main(["eval", str(broken)]) == 2
