@@ -15,7 +15,9 @@ Read top to bottom: config, cross layer, the module, the losses, the training lo
   label 1 for candidates in the held-out basket. `loss="softmax"` is listwise: a softmax over each
   list, the cross-entropy averaged over the list's positives, lists weighted equally (like
   per-user recall). `loss="bce"` is pointwise binary cross-entropy. Row weights (e.g. business
-  value of the positive) scale each positive's term.
+  value of the positive) scale each positive's term. Softmax is the default: on Instacart
+  validation it gained +0.0101 Recall@10 over tuned TIFU-KNN vs +0.0080 for BCE (mean of 3 seeds),
+  and the DCN beat the MLP alone (+0.0095 vs +0.0039, one seed).
 - `forward` has no Python control flow on tensor values, so `torch.onnx.export(..., dynamo=True)`
   with a dynamic batch axis works.
 """
