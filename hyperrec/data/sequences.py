@@ -56,6 +56,7 @@ class EvalTask:
     history: Interactions
     users: np.ndarray
     targets: list[np.ndarray]
+    truth: list[np.ndarray] | None = None  # each user's truly preferred items, best first (simulated data only)
 
 
 @dataclass(frozen=True)

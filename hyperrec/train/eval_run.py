@@ -10,18 +10,19 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from rich.console import Console
-
 from pydantic import ValidationError
+from rich.console import Console
 
 from hyperrec.config import ConfigError, ExperimentConfig, MethodConfig
 from hyperrec.data.sequences import Split, make_split
 from hyperrec.data.sources import load_dataset
+from hyperrec.data.synthetic import SyntheticShop
 from hyperrec.models.base import Recommender
 from hyperrec.models.baselines import make_baseline
 from hyperrec.models.pipeline import Pipeline, PipelineConfig
@@ -131,6 +132,13 @@ def comparison_columns(results: dict[str, MethodResult], reference: str, metrics
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+def true_preferences(config: ExperimentConfig, split: Split) -> list[np.ndarray]:
+    """The synthetic shop's true top items (at the end of its horizon) of each test user."""
+    shop = SyntheticShop(config.data.synthetic)
+    users = np.array([int(user_id[1:]) for user_id in split.user_ids[split.test.users]])  # "u<index>"
+    return list(shop.true_top_items(users, max(config.eval.ks)))
+
+
 def run_eval(config: ExperimentConfig, console: Console | None = None) -> EvalReport:
     console = console or Console()
     ev = config.eval
@@ -138,12 +146,15 @@ def run_eval(config: ExperimentConfig, console: Console | None = None) -> EvalRe
         raise ValueError("the config lists no methods to evaluate (add a `methods:` section)")
     dataset = load_dataset(config.data)
     split = make_split(dataset, config.data)
+    if config.data.source == "synthetic":
+        split = replace(split, test=replace(split.test, truth=true_preferences(config, split)))
     console.print(
         f"[bold]{dataset.name}[/]: {len(dataset.events):,} events, {split.full.n_users:,} users, {split.full.n_items:,} items; "
         f"split '{config.data.split}': {len(split.valid.users):,} validation and {len(split.test.users):,} test users"
     )
     results = evaluate_methods(config, split, dataset.catalog, console)
     metrics = headline_metrics(ev.ks, ev.list_length)
+    metrics += [f"truth_recall@{k}" for k in ev.ks if f"truth_recall@{k}" in next(iter(results.values())).test.summary]
     table = pd.DataFrame({name: {m: r.test.summary[m] for m in metrics} for name, r in results.items()}).T
     table.index.name = "method"
     reference = ev.reference or next(iter(results))

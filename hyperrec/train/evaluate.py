@@ -47,6 +47,8 @@ def evaluate_lists(recs: np.ndarray, task: EvalTask, ks: list[int]) -> Evaluatio
         columns[f"hit@{k}"] = M.hit_rate_at_k(hits, k)
         columns[f"repeat_recall@{k}"], columns[f"explore_recall@{k}"] = M.split_recall_at_k(recs, task.targets, seen, k)
         columns[f"repeat_share@{k}"] = M.repeat_share_at_k(recs, seen, k)
+        if task.truth is not None:  # agreement with the simulator's true top-k preferences
+            columns[f"truth_recall@{k}"] = M.recall_at_k(M.hit_matrix(recs[:, :k], [t[:k] for t in task.truth]), np.full(len(recs), k), k)
     columns[f"mrr@{recs.shape[1]}"] = M.mrr(hits)
     per_user = pd.DataFrame(columns)
     summary = {name: _mean_over_defined(values) for name, values in columns.items() if name != "user"}

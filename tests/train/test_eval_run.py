@@ -104,3 +104,22 @@ methods:
     broken = tmp_path / "broken.yaml"
     broken.write_text(config.read_text().replace("epochs: 2", "epoch: 2"))
     assert main(["eval", str(broken)]) == 2
+
+
+def test_synthetic_evaluation_reports_recall_against_the_true_preferences(tmp_path):
+    config = tmp_path / "syn.yaml"
+    config.write_text(
+        f"""
+name: syn
+data: {{source: synthetic, synthetic: {{n_users: 300, n_items: 200, n_categories: 5, sessions_per_user: 10}}}}
+eval: {{ks: [10], list_length: 20, bootstrap_samples: 200, out_dir: {tmp_path / "results"}}}
+methods:
+  pop: {{kind: popularity}}
+  freq: {{kind: top_frequency}}
+"""
+    )
+    assert main(["eval", str(config)]) == 0
+    table = pd.read_csv(tmp_path / "results" / "syn" / "results.csv", index_col="method")
+    assert table["truth_recall@10"].between(0, 1).all()
+    # True preference includes each item's appeal, so even popularity agrees with it far above chance (10 of 200 items).
+    assert table["truth_recall@10"].min() > 2 * 10 / 200
