@@ -59,13 +59,14 @@ def validate_methods(config: ExperimentConfig, path: Path | str) -> None:
                 raise ConfigError(f"{path}: key 'methods.{name}.path': value '{method.path}' is not a training run directory")
             continue
         if method.kind == "pipeline":
-            try:
-                PipelineConfig.model_validate(method.params)
-                for retriever in method.retrievers.values():
-                    make_baseline(retriever.kind, retriever.params)
-            except ValidationError as exc:
-                problems = "; ".join(f"key 'methods.{name}...{'.'.join(map(str, e['loc']))}': value {e.get('input')!r}: {e['msg']}" for e in exc.errors())
-                raise ConfigError(f"{path}: {problems}") from None
+            checks = [(f"methods.{name}.params", lambda: PipelineConfig.model_validate(method.params))]
+            checks += [(f"methods.{name}.retrievers.{r}.params", lambda r=r: make_baseline(method.retrievers[r].kind, method.retrievers[r].params)) for r in method.retrievers]
+            for prefix, check in checks:
+                try:
+                    check()
+                except ValidationError as exc:
+                    problems = "; ".join(f"key '{'.'.join([prefix, *map(str, e['loc'])])}': value {e.get('input')!r}: {e['msg']}" for e in exc.errors())
+                    raise ConfigError(f"{path}: {problems}") from None
             continue
         for point in [method.params, *grid_points(method.params, method.grid)]:
             try:

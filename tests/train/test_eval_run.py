@@ -80,7 +80,7 @@ def test_summary_names_match_metric_names(tiny):
     assert sorted(evaluate_lists(recs, split.test, [1, 3]).summary) == sorted(metric_names([1, 3], 5))
 
 
-def test_a_pipeline_is_evaluated_and_scored_like_any_method(tmp_path):
+def test_a_pipeline_is_evaluated_and_scored_like_any_method(tmp_path, capsys):
     config = tmp_path / "pipe.yaml"
     config.write_text(
         f"""
@@ -104,6 +104,7 @@ methods:
     broken = tmp_path / "broken.yaml"
     broken.write_text(config.read_text().replace("epochs: 2", "epoch: 2"))
     assert main(["eval", str(broken)]) == 2
+    assert "methods.pipe.params.ranker.epoch" in capsys.readouterr().err
 
 
 def test_synthetic_evaluation_reports_recall_against_the_true_preferences(tmp_path):
