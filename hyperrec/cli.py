@@ -77,9 +77,9 @@ def cmd_recommend(args: argparse.Namespace) -> None:
         dataset = load_dataset(config.data)
         split = make_split(dataset, config.data)
         method = config.methods.get(args.model)
-        if method is not None and method.kind == "pipeline":
+        if method is not None and method.kind in ("run", "pipeline"):
             model = build_fixed(method, dataset.catalog).fit(split.full)
-            described = f"{args.model} (pipeline over {sorted(method.retrievers)})"
+            described = f"{args.model} ({method.kind})"
         else:
             kind, params, origin = resolve_method(config, args.model)
             model = fit_for_serving(kind, params, split)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 
 T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
 
 
 class ConfigError(ValueError):
@@ -194,15 +196,21 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def validate(raw: dict[str, Any], path: Path | str, schema: type[T]) -> T:
+    return check_section(path, "", lambda: schema.model_validate(raw))
+
+
+def check_section(path: Path | str, prefix: str, check: Callable[[], R]) -> R:
+    """Run a validation nested in a config (a model's or a method's own params): its errors
+    become a ConfigError naming the file and each key as `prefix.key`."""
     try:
-        return schema.model_validate(raw)
+        return check()
     except ValidationError as exc:
-        problems = "\n  ".join(_describe(e) for e in exc.errors())
+        problems = "\n  ".join(_describe(e, prefix) for e in exc.errors())
         raise ConfigError(f"{path}: invalid config:\n  {problems}") from None
 
 
-def _describe(error: dict[str, Any]) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+def _describe(error: dict[str, Any], prefix: str = "") -> str:
+    key = ".".join(part for part in [prefix, *map(str, error["loc"])] if part) or "(top level)"
     if error["type"] == "extra_forbidden":
         return f"unknown key '{key}' (value {error['input']!r})"
     return f"key '{key}': value {error.get('input')!r}: {error['msg']}"

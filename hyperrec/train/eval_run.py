@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 from rich.console import Console
 
-from hyperrec.config import ConfigError, ExperimentConfig, MethodConfig
+from hyperrec.config import ConfigError, ExperimentConfig, MethodConfig, check_section
 from hyperrec.data.sequences import Split, make_split
 from hyperrec.data.sources import load_dataset
 from hyperrec.data.synthetic import SyntheticShop
@@ -59,21 +58,12 @@ def validate_methods(config: ExperimentConfig, path: Path | str) -> None:
                 raise ConfigError(f"{path}: key 'methods.{name}.path': value '{method.path}' is not a training run directory")
             continue
         if method.kind == "pipeline":
-            checks = [(f"methods.{name}.params", lambda: PipelineConfig.model_validate(method.params))]
-            checks += [(f"methods.{name}.retrievers.{r}.params", lambda r=r: make_baseline(method.retrievers[r].kind, method.retrievers[r].params)) for r in method.retrievers]
-            for prefix, check in checks:
-                try:
-                    check()
-                except ValidationError as exc:
-                    problems = "; ".join(f"key '{'.'.join([prefix, *map(str, e['loc'])])}': value {e.get('input')!r}: {e['msg']}" for e in exc.errors())
-                    raise ConfigError(f"{path}: {problems}") from None
+            check_section(path, f"methods.{name}.params", lambda: PipelineConfig.model_validate(method.params))
+            for r, retriever in method.retrievers.items():
+                check_section(path, f"methods.{name}.retrievers.{r}.params", lambda: make_baseline(retriever.kind, retriever.params))
             continue
         for point in [method.params, *grid_points(method.params, method.grid)]:
-            try:
-                make_baseline(method.kind, point)
-            except ValidationError as exc:
-                problems = "; ".join(f"key 'methods.{name}.params.{'.'.join(map(str, e['loc']))}': value {e.get('input')!r}: {e['msg']}" for e in exc.errors())
-                raise ConfigError(f"{path}: {problems}") from None
+            check_section(path, f"methods.{name}.params", lambda: make_baseline(method.kind, point))
 
 
 def headline_metrics(ks: list[int], list_length: int) -> list[str]:

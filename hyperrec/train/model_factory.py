@@ -9,10 +9,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from torch import nn
 
-from hyperrec.config import ConfigError, ExperimentConfig
+from hyperrec.config import ExperimentConfig, check_section
 from hyperrec.data.basket_examples import basket_examples
 from hyperrec.data.sequences import Interactions
 from hyperrec.data.windows import next_basket_windows, training_windows
@@ -80,11 +80,7 @@ TASKS: dict[str, Any] = {"sasrec": SASRecTask, "two_tower": TwoTowerTask}
 
 def model_config(config: ExperimentConfig, path: Path | str = "<config>") -> Any:
     """The model's own typed config from `model.params` (errors name the key and the file)."""
-    try:
-        return TASKS[config.model.kind].config_class.model_validate(config.model.params)
-    except ValidationError as exc:
-        problems = "; ".join(f"key '{'.'.join(['model.params', *map(str, e['loc'])])}': value {e.get('input')!r}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+    return check_section(path, "model.params", lambda: TASKS[config.model.kind].config_class.model_validate(config.model.params))
 
 
 def build_model(config: ExperimentConfig, catalog: pd.DataFrame) -> nn.Module:
