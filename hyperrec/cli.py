@@ -42,7 +42,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     record = run_training(config, resume=args.resume)
     test = pd.DataFrame({record["run"]: record["test"]}).T
     print_table(test[[c for c in test.columns if c.split("@")[0] in ("recall", "ndcg", "hit", "explore_recall", "repeat_recall")]], f"test split, best epoch {record['best_epoch']}", _console())
-    _console().print(f"run {record['run']}: {record['wall_seconds']:.0f}s, {record['samples_per_s']:.0f} sequences/s -> {config.tracking.runs_dir / record['run']}")
+    _console().print(f"run {record['run']}: {record['wall_seconds']:.0f}s, {record['samples_per_s']:.0f} training examples/s -> {config.tracking.runs_dir / record['run']}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:

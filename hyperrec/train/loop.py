@@ -71,7 +71,7 @@ def unwrap(objective: nn.Module) -> nn.Module:
     return inner.model if isinstance(inner, TrainingObjective) else inner
 
 
-def evaluate_sequence_model(model: nn.Module, split: Split, task_name: str, config: ExperimentConfig, device: torch.device) -> Evaluation:
+def evaluate_trained_model(model: nn.Module, split: Split, task_name: str, config: ExperimentConfig, device: torch.device) -> Evaluation:
     task = getattr(split, task_name)
     recommender = TASKS[config.model.kind].recommender(unwrap(model), model_config(config), device).fit(task.history)
     return evaluate_model(recommender, task, config.eval.ks, config.eval.list_length)
@@ -145,7 +145,8 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
         started = time.perf_counter()
         loss, seen = train_one_epoch(objective, optimizer, examples, log_q, config, state.epoch, reporter, device)
         train_seconds = time.perf_counter() - started
-        valid = evaluate_sequence_model(objective, split, "valid", config, device).summary
+        # Every rank evaluates (the same data, the same weights) so all take the same early-stopping decision.
+        valid = evaluate_trained_model(objective, split, "valid", config, device).summary
         state.epoch += 1
         metric = valid[config.train.monitor]
         if metric > state.best_metric:
@@ -164,7 +165,7 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
             reporter.report({**metrics, "best_" + config.train.monitor: state.best_metric}, Path(tmp) if reporter.rank == 0 else None)
     if tracker is not None:
         unwrap(objective).load_state_dict(state.best_model)
-        tracker.finish(unwrap(objective), evaluate_sequence_model(objective, split, "test", config, device), state.history, state.best_epoch)
+        tracker.finish(unwrap(objective), evaluate_trained_model(objective, split, "test", config, device), state.history, state.best_epoch)
     return state
 
 
