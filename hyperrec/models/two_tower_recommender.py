@@ -9,7 +9,6 @@ over the whole catalogue.
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -18,19 +17,8 @@ from hyperrec.data.basket_examples import hour_and_weekday
 from hyperrec.data.sequences import Interactions
 from hyperrec.data.windows import recent_items
 from hyperrec.models.base import Recommender
+from hyperrec.models.item_index import build_index
 from hyperrec.models.two_tower import TwoTower
-
-
-def build_index(vectors: np.ndarray, ann_threshold: int = 100_000, hnsw_m: int = 32, ef_search: int = 256) -> faiss.Index:
-    """Exact inner-product index below the threshold, HNSW above it."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if len(vectors) < ann_threshold:
-        index = faiss.IndexFlatIP(vectors.shape[1])
-    else:
-        index = faiss.IndexHNSWFlat(vectors.shape[1], hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = ef_search
-    index.add(vectors)
-    return index
 
 
 class TwoTowerRecommender(Recommender):

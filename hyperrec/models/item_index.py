@@ -1,0 +1,50 @@
+"""FAISS inner-product index over item vectors: exact for small catalogues, approximate above.
+
+`kind="auto"` picks exact search below `ann_threshold` items and HNSW above it (IVF is the
+other choice for very large catalogues: less memory, needs training). On a machine with a CUDA
+build of FAISS and a GPU, exact and IVF indexes move to the GPU (`use_gpu`); HNSW has no GPU
+version and stays on the CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import faiss
+import numpy as np
+
+IndexKind = Literal["auto", "exact", "hnsw", "ivf"]
+
+
+def gpu_count() -> int:
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+def build_index(
+    vectors: np.ndarray,
+    ann_threshold: int = 100_000,
+    hnsw_m: int = 32,
+    ef_search: int = 256,
+    kind: IndexKind = "auto",
+    ivf_lists: int | None = None,
+    ivf_probe: int = 16,
+    use_gpu: bool = False,
+) -> faiss.Index:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    if kind == "auto":
+        kind = "exact" if n < ann_threshold else "hnsw"
+    if kind == "exact":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = ef_search
+    else:
+        lists = ivf_lists or max(1, int(4 * np.sqrt(n)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors[np.random.default_rng(0).permutation(n)[: max(lists * 40, 10_000)]])
+        index.nprobe = ivf_probe
+    if use_gpu and kind != "hnsw" and gpu_count() > 0:
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    index.add(vectors)
+    return index

@@ -1,0 +1,150 @@
+"""The served recommender, without the HTTP around it: encode the user, retrieve, rank.
+
+    user state + context -> encoder (ONNX) -> user vector -> FAISS top-N over item vectors
+      + the user's repeat items (most bought, then most recent) + the most popular items
+      - items out of stock or excluded -> features (serving_features.py) -> ranker (ONNX) -> scores
+
+Used three ways with the same code: by export, to train the ranker on the candidates retrieval
+really hands it and to evaluate the bundle offline; by the Ray Serve deployments, one stage each;
+and in process by the load benchmark, as the baseline the HTTP path is compared with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from pydantic import Field
+
+from hyperrec.config import StrictModel
+from hyperrec.data.user_state import UserState
+from hyperrec.models.item_index import IndexKind, build_index
+from hyperrec.models.serving_features import ItemColumns, ItemTable, candidate_features
+
+DEVICE_CODES = {"web": 1, "ios": 2, "android": 3}  # 0 = unknown or other, as the two-tower model learned them
+
+
+class RetrievalConfig(StrictModel):
+    ann_top_n: int = Field(100, ge=1, description="candidates from the ANN index")
+    repeat_top_n: int = Field(50, ge=0, description="the user's own items (most bought, then most recent)")
+    popular_top_n: int = Field(20, ge=0, description="most popular items added to every user's candidates")
+    index: IndexKind = "auto"
+    ann_threshold: int = Field(100_000, ge=1, description="`auto` index: exact below this many items, HNSW above")
+    use_gpu: bool = Field(False, description="move the FAISS index to the GPU when one is present")
+
+
+def context_arrays(contexts: list[dict], times: np.ndarray) -> dict[str, np.ndarray]:
+    """Encoder context inputs of a batch: device code, hour of day and weekday (UTC) of `times` (epoch seconds)."""
+    moments = times.astype("datetime64[s]")
+    hour = (moments.astype("datetime64[h]").astype(np.int64) % 24).astype(np.int64)
+    weekday = ((moments.astype("datetime64[D]").astype(np.int64) + 3) % 7).astype(np.int64)  # 1970-01-01 was a Thursday
+    device = np.array([DEVICE_CODES.get(str(c.get("device")), 0) for c in contexts], np.int64)
+    return {"device": device, "hour": hour, "weekday": weekday}
+
+
+class Encoder(Protocol):
+    max_len: int
+
+    def __call__(self, sequences: np.ndarray, context: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+class Scorer(Protocol):
+    def __call__(self, features: np.ndarray) -> np.ndarray: ...
+
+
+class OnnxModel:
+    """An ONNX Runtime session fed by input name; inputs it does not declare are not passed."""
+
+    def __init__(self, path: Path, threads: int = 1, providers: list[str] | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, {name: feeds[name] for name in self.inputs})[0]
+
+
+class OnnxEncoder:
+    def __init__(self, path: Path, max_len: int, threads: int = 1, providers: list[str] | None = None):
+        self.model = OnnxModel(path, threads, providers)
+        self.max_len = max_len
+
+    def __call__(self, sequences: np.ndarray, context: dict[str, np.ndarray]) -> np.ndarray:
+        return self.model.run({"items": sequences} | context)
+
+
+class OnnxScorer:
+    def __init__(self, path: Path, threads: int = 1, providers: list[str] | None = None):
+        self.model = OnnxModel(path, threads, providers)
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        if not len(features):
+            return np.zeros(0, np.float32)
+        return self.model.run({"features": np.ascontiguousarray(features, np.float32)})
+
+
+@dataclass
+class Candidates:
+    """One user's candidates and their ranking features."""
+
+    items: np.ndarray
+    ann_score: np.ndarray
+    repeat: np.ndarray  # bool: the user bought it before
+    features: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class Retrieval:
+    def __init__(self, encoder: Encoder, item_vectors: np.ndarray, table: ItemTable, config: RetrievalConfig | None = None):
+        self.encoder = encoder
+        self.item_vectors = np.ascontiguousarray(item_vectors, np.float32)
+        self.table = table
+        self.config = config or RetrievalConfig()
+        self.columns = ItemColumns(table)
+        self.popular = table.popular_order()
+        c = self.config
+        self.index = build_index(self.item_vectors, c.ann_threshold, kind=c.index, use_gpu=c.use_gpu)
+
+    def user_vectors(self, states: list[UserState], context: dict[str, np.ndarray]) -> np.ndarray:
+        sequences = np.stack([s.sequence(self.encoder.max_len) for s in states]) if states else np.zeros((0, self.encoder.max_len), np.int64)
+        return np.ascontiguousarray(self.encoder(sequences, context), np.float32)
+
+    def candidates(self, states: list[UserState], context: dict[str, np.ndarray], blocked: list[np.ndarray] | None = None) -> list[Candidates]:
+        """Candidates of each user; `blocked[i]` = a bool mask over items user i must not get
+        (out of stock, excluded), None = only the table's own stock flags."""
+        c = self.config
+        vectors = self.user_vectors(states, context)
+        n_items = len(self.table)
+        ann_k = min(n_items, 2 * c.ann_top_n)  # head room for filtered items
+        _, ann = self.index.search(vectors, ann_k) if len(states) else (None, np.zeros((0, ann_k), np.int64))
+        out = []
+        for row, state in enumerate(states):
+            mask = blocked[row] if blocked is not None else ~self.table.in_stock
+            found = ann[row][ann[row] >= 0]
+            found = found[~mask[found]][: c.ann_top_n]
+            own, counts, ago = state.item_counts()
+            own_order = np.lexsort((ago, -counts))[: c.repeat_top_n]
+            own = own[own_order]
+            popular = self.popular[~mask[self.popular]][: c.popular_top_n] if c.popular_top_n else self.popular[:0]
+            items = np.unique(np.concatenate([found, own[~mask[own]], popular]), return_index=True)
+            ann_rank = np.full(len(items), -1.0)
+            in_ann = np.isin(items, found)
+            rank_of = {int(item): r for r, item in enumerate(found)}
+            ann_rank[in_ann] = [rank_of[int(i)] for i in items[in_ann]]
+            score = self.item_vectors[items] @ vectors[row]
+            features = candidate_features(state, items, score, ann_rank, self.table, self.columns)
+            out.append(Candidates(items, score, np.isin(items, own), features))
+        return out
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k best candidates, best first (ties: the earlier candidate)."""
+    return np.argsort(-scores, kind="stable")[:k]
