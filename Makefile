@@ -1,12 +1,17 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv first.
+# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv (and the Triton sidecar's .venv-triton) first.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The Triton sidecar (hyperrec/serve/triton_sidecar.py) runs in a venv of its own: nvidia-pytriton needs numpy<2.
+TRITON_VENV := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed
 
-.PHONY: setup test demo clean
+.PHONY: setup triton-setup test demo clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(TRITON_STAMP)
+
+triton-setup: $(TRITON_STAMP)
 
 $(STAMP): pyproject.toml requirements/nodeps.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (hyperrec needs Python 3.11; set PYTHON=...)"; exit 1; }
@@ -16,6 +21,13 @@ $(STAMP): pyproject.toml requirements/nodeps.txt
 	$(BIN)/pip install --quiet --no-deps -r requirements/nodeps.txt
 	touch $(STAMP)
 
+$(TRITON_STAMP): requirements/triton.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (the Triton sidecar needs Python 3.11; set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install --quiet --upgrade pip
+	$(TRITON_VENV)/bin/pip install --quiet -r requirements/triton.txt
+	touch $(TRITON_STAMP)
+
 test: setup
 	$(BIN)/pytest -q
 
@@ -23,4 +35,4 @@ demo: setup
 	$(BIN)/hyperrec demo
 
 clean:
-	rm -rf $(VENV) experiments/runs experiments/results
+	rm -rf $(VENV) $(TRITON_VENV) experiments/runs experiments/results

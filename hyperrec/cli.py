@@ -14,6 +14,7 @@ from rich.console import Console
 
 from hyperrec.config import ConfigError, SyntheticConfig, apply_overrides, load_config, validate
 from hyperrec.data.file_source import DataFileError
+from hyperrec.registry import RegistryError
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEMO_CONFIG = REPO_CONFIGS / "eval" / "instacart_baselines.yaml"
@@ -131,6 +132,33 @@ def cmd_demo(args: argparse.Namespace) -> None:
     console.print(f"best by recall@10: [bold]{best}[/] ({report.table.loc[best, 'recall@10']:.4f})")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from hyperrec.train.export import ExportConfig, export_run
+    from hyperrec.train.export_report import print_export
+
+    raw = apply_overrides({"registry": str(args.registry), "gpu": args.gpu, "promote": not args.no_promote}, args.overrides)
+    result = export_run(args.run, validate(raw, "<export options>", ExportConfig), log=_console().print)
+    print_export(result, _console())
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from hyperrec.serve.config import load_serve_config
+    from hyperrec.serve.runner import start, stop
+
+    overrides = [f"registry={args.registry}", f"version={args.version}", f"port={args.port}", f"host={args.host}", *args.overrides]
+    config = load_serve_config(args.config, overrides)
+    console = _console()
+    url = start(config)
+    console.print(f"serving {config.registry} ({config.version}) at [bold]{url}[/] (docs: {url}/docs); Ctrl-C stops")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperrec", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +210,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="append a file even if the same content was ingested before")
     p.set_defaults(func=cmd_data_ingest)
 
+    p = commands.add_parser("export", help="a training run to ONNX (+ parity), served ranker, Triton repository, registry version")
+    p.add_argument("run", type=Path, help="a training run directory (experiments/runs/...)")
+    p.add_argument("--registry", type=Path, default=Path("experiments/registry"))
+    p.add_argument("--gpu", action="store_true", help="Triton config for GPU instances (KIND_GPU)")
+    p.add_argument("--no-promote", action="store_true", help="publish the version without moving CURRENT")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="export options, e.g. cutoffs=3 ranker.epochs=4 min_delta=0.005")
+    p.set_defaults(func=cmd_export)
+
+    p = commands.add_parser("serve", help="the HTTP endpoint (Ray Serve): retrieval, batched ranking, business policy")
+    p.add_argument("--config", type=Path, help="serve YAML (configs/serve/...); defaults otherwise")
+    p.add_argument("--registry", type=Path, default=Path("experiments/registry"))
+    p.add_argument("--version", default="current", help="current, last-good, latest or vNNNN")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="serve settings, e.g. store.kind=redis ranking.max_batch_size=64")
+    p.set_defaults(func=cmd_serve)
+
     p = commands.add_parser("demo", help="baselines on the real Instacart sample: the table the models must beat")
     with_overrides(p)
     p.set_defaults(func=cmd_demo)
@@ -195,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         args.func(args)
-    except (ConfigError, DataFileError, FileNotFoundError, ValidationError, ValueError) as exc:
+    except (ConfigError, DataFileError, FileNotFoundError, ValidationError, ValueError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -113,7 +113,7 @@ def candidate_features(
         category_share = user_categories[table.category[items]] / max(counts.sum(), 1)
     columns = (
         ann_score,
-        np.where(ann_rank >= 0, 1.0 / (1.0 + ann_rank), 0.0),
+        np.where(ann_rank >= 0, 1.0 / (1.0 + np.maximum(ann_rank, 0)), 0.0),
         np.log1p(count),
         count / n_baskets,
         np.where(np.isfinite(last_ago), 1.0 / (1.0 + last_ago), 0.0),

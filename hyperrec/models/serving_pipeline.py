@@ -21,8 +21,9 @@ from pydantic import Field
 from hyperrec.config import StrictModel
 from hyperrec.data.user_state import UserState
 from hyperrec.models.item_index import IndexKind, build_index
-from hyperrec.models.serving_features import ItemColumns, ItemTable, candidate_features
+from hyperrec.models.serving_features import FEATURE_NAMES, ItemColumns, ItemTable, candidate_features
 
+LOG_PRICE = FEATURE_NAMES.index("log_price")
 DEVICE_CODES = {"web": 1, "ios": 2, "android": 3}  # 0 = unknown or other, as the two-tower model learned them
 
 
@@ -117,30 +118,35 @@ class Retrieval:
         sequences = np.stack([s.sequence(self.encoder.max_len) for s in states]) if states else np.zeros((0, self.encoder.max_len), np.int64)
         return np.ascontiguousarray(self.encoder(sequences, context), np.float32)
 
-    def candidates(self, states: list[UserState], context: dict[str, np.ndarray], blocked: list[np.ndarray] | None = None) -> list[Candidates]:
-        """Candidates of each user; `blocked[i]` = a bool mask over items user i must not get
-        (out of stock, excluded), None = only the table's own stock flags."""
+    def candidates(
+        self, states: list[UserState], context: dict[str, np.ndarray], blocked: np.ndarray | None = None, prices: dict[int, float] | None = None
+    ) -> list[Candidates]:
+        """Candidates of each user. `blocked`: item indices nobody may get now (out of stock by
+        events), on top of the table's own stock flags; `prices`: current prices set by events."""
         c = self.config
+        mask = ~self.table.in_stock
+        if blocked is not None and len(blocked):
+            mask = mask.copy()
+            mask[blocked] = True
         vectors = self.user_vectors(states, context)
-        n_items = len(self.table)
-        ann_k = min(n_items, 2 * c.ann_top_n)  # head room for filtered items
+        ann_k = min(len(self.table), 2 * c.ann_top_n)  # head room for blocked items
         _, ann = self.index.search(vectors, ann_k) if len(states) else (None, np.zeros((0, ann_k), np.int64))
+        popular = self.popular[~mask[self.popular]][: c.popular_top_n]
         out = []
         for row, state in enumerate(states):
-            mask = blocked[row] if blocked is not None else ~self.table.in_stock
             found = ann[row][ann[row] >= 0]
             found = found[~mask[found]][: c.ann_top_n]
             own, counts, ago = state.item_counts()
-            own_order = np.lexsort((ago, -counts))[: c.repeat_top_n]
-            own = own[own_order]
-            popular = self.popular[~mask[self.popular]][: c.popular_top_n] if c.popular_top_n else self.popular[:0]
-            items = np.unique(np.concatenate([found, own[~mask[own]], popular]), return_index=True)
-            ann_rank = np.full(len(items), -1.0)
-            in_ann = np.isin(items, found)
+            own = own[np.lexsort((ago, -counts))][: c.repeat_top_n]
+            items = np.unique(np.concatenate([found, own[~mask[own]], popular]))
             rank_of = {int(item): r for r, item in enumerate(found)}
-            ann_rank[in_ann] = [rank_of[int(i)] for i in items[in_ann]]
+            ann_rank = np.array([rank_of.get(int(i), -1) for i in items], np.float64)
             score = self.item_vectors[items] @ vectors[row]
             features = candidate_features(state, items, score, ann_rank, self.table, self.columns)
+            if prices:
+                for position, item in enumerate(items):
+                    if int(item) in prices:
+                        features[position, LOG_PRICE] = np.log1p(prices[int(item)])
             out.append(Candidates(items, score, np.isin(items, own), features))
         return out
 

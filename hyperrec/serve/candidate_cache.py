@@ -1,0 +1,59 @@
+"""Per-user cache of retrieval results, invalidated by what changes them.
+
+An entry is valid while the user's state, the context and the model version are the same (its
+key says so); a stock or price event drops every entry holding the item it concerns.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from hyperrec.models.serving_pipeline import Candidates
+
+
+class CandidateCache:
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._entries: OrderedDict[str, tuple[tuple, Candidates]] = OrderedDict()
+        self._holders: dict[int, set[str]] = {}  # item -> users whose entry holds it
+
+    def get(self, user: str, key: tuple) -> Candidates | None:
+        entry = self._entries.get(user)
+        if entry is None or entry[0] != key:
+            return None
+        self._entries.move_to_end(user)
+        return entry[1]
+
+    def put(self, user: str, key: tuple, candidates: Candidates) -> None:
+        if self.capacity <= 0:
+            return
+        self._drop(user)
+        self._entries[user] = (key, candidates)
+        for item in candidates.items.tolist():
+            self._holders.setdefault(item, set()).add(user)
+        while len(self._entries) > self.capacity:
+            self._drop(next(iter(self._entries)))
+
+    def invalidate_item(self, item: int) -> int:
+        users = self._holders.pop(item, set())
+        for user in list(users):
+            self._drop(user)
+        return len(users)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._holders.clear()
+
+    def _drop(self, user: str) -> None:
+        entry = self._entries.pop(user, None)
+        if entry is None:
+            return
+        for item in entry[1].items.tolist():
+            holders = self._holders.get(item)
+            if holders is not None:
+                holders.discard(user)
+                if not holders:
+                    del self._holders[item]
+
+    def __len__(self) -> int:
+        return len(self._entries)

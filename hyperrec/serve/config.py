@@ -1,0 +1,75 @@
+"""`hyperrec serve` settings: typed, validated, loadable from YAML (configs/serve/*.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from hyperrec.config import StrictModel, apply_overrides, read_yaml, validate
+from hyperrec.models.serving_pipeline import RetrievalConfig
+
+
+class RankingConfig(StrictModel):
+    backend: Literal["onnxruntime", "triton"] = "onnxruntime"
+    triton_url: str = Field("127.0.0.1:8100", description="host:port of Triton's HTTP endpoint (backend: triton)")
+    max_batch_size: int = Field(32, ge=1, description="@serve.batch: ranking calls scored together")
+    batch_wait_ms: float = Field(2.0, ge=0, description="@serve.batch: how long a batch waits to fill")
+    threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads per replica")
+
+
+class PolicyConfig(StrictModel):
+    margin_weight: float = Field(0.0, ge=0, description="added to the ranker score per unit of item margin")
+    diversity: float = Field(0.2, ge=0, le=1, description="MMR trade-off: 0 = pure relevance, 1 = pure novelty")
+    diversity_by: Literal["category", "embedding"] = "embedding"
+    max_per_category: int | None = Field(None, ge=1, description="at most this many items of one category in a list")
+    frequency_cap: int | None = Field(5, ge=1, description="an item shown this many times without a click is held back")
+
+
+class BudgetConfig(StrictModel):
+    """Milliseconds each stage may take before the answer degrades (last-good model, then popularity)."""
+
+    retrieval_ms: float = Field(100.0, gt=0)
+    ranking_ms: float = Field(100.0, gt=0)
+
+
+class StoreConfig(StrictModel):
+    kind: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    namespace: str = "hyperrec"
+    seed_users: bool = Field(True, description="load the bundle's user histories into the store at start")
+
+
+class ServeConfig(StrictModel):
+    registry: Path = Path("experiments/registry")
+    version: str = Field("current", description="registry version to serve: current, last-good, latest or vNNNN")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    event_log: Path | None = Field(Path("data/store/served"), description="offline store that accepted /events are appended to; null = none")
+    max_k: int = Field(100, ge=1)
+    max_events: int = Field(1000, ge=1, description="largest /events batch; bigger ones get 413")
+    candidate_cache: int = Field(10_000, ge=0, description="users whose candidates are cached; 0 = no cache")
+    retrieval: RetrievalConfig = RetrievalConfig()
+    ranking: RankingConfig = RankingConfig()
+    policy: PolicyConfig = PolicyConfig()
+    budgets: BudgetConfig = BudgetConfig()
+    store: StoreConfig = StoreConfig()
+    ingress_replicas: int = Field(1, ge=1, description="more than 1 needs store.kind: redis (each replica would have its own memory store)")
+    ranking_replicas: int = Field(1, ge=1)
+    retrieval_replicas: int = Field(1, ge=1)
+    cpus_per_replica: float = Field(0.1, ge=0, description="Ray CPU reservation per replica (small: they share a laptop)")
+    admin: bool = Field(True, description="enable /admin (model swap)")
+    fault_injection: bool = Field(False, description="enable /admin/faults (make a stage fail or stall: for tests and drills)")
+
+    @model_validator(mode="after")
+    def _replicas_need_a_shared_store(self) -> "ServeConfig":
+        if self.ingress_replicas > 1 and self.store.kind != "redis":
+            raise ValueError("ingress_replicas > 1 needs store.kind: redis (a memory store is per replica)")
+        return self
+
+
+def load_serve_config(path: Path | None = None, overrides: list[str] | None = None) -> ServeConfig:
+    """Defaults, then the YAML file (if any), then dotted overrides (`ranking.max_batch_size=64`)."""
+    raw = apply_overrides(read_yaml(path) if path is not None else {}, overrides or [])
+    return validate(raw, path or "<serve defaults>", ServeConfig)

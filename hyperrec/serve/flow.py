@@ -1,0 +1,234 @@
+"""One request, start to end: state -> retrieval -> ranking -> policy, with budgets and fallbacks.
+
+The flow does not know whether its stages run in this process (`LocalStages`: the benchmark's
+in-process baseline, and tests) or in Ray Serve replicas (`hyperrec/serve/app.py`): it awaits
+them through the `Stages` interface. Every stage call has a time budget; on overrun or error the
+answer degrades to the last-good version, then to popularity, and the response says which path
+served it and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any, Protocol
+
+import numpy as np
+
+from hyperrec.data.events import events_to_frame, validate_events
+from hyperrec.data.offline_store import OfflineStore
+from hyperrec.data.user_state import UserState
+from hyperrec.models.serving_pipeline import Candidates, context_arrays
+from hyperrec.registry import Registry
+from hyperrec.serve.bundle import load_item_table, user_baskets
+from hyperrec.serve.candidate_cache import CandidateCache
+from hyperrec.serve.config import ServeConfig
+from hyperrec.serve.online_store import OnlineStore, unique_in_order
+from hyperrec.serve.policy import Pick, Policy, popular_picks
+from hyperrec.serve.schemas import EventsResponse, RecommendRequest, RecommendResponse
+from hyperrec.serve.stages import RankingStage, RetrievalStage
+
+ENGAGEMENT = ("click", "add_to_cart", "purchase")  # events that reset an item's impression count
+
+
+class Stages(Protocol):
+    async def load(self, version: str) -> None: ...
+
+    async def candidates(self, version: str, states: list[UserState], context: dict, blocked: np.ndarray, prices: dict[int, float]) -> list[Candidates]: ...
+
+    async def score(self, version: str, features: np.ndarray) -> np.ndarray: ...
+
+
+class LocalStages:
+    """Both stages in this process."""
+
+    def __init__(self, registry: Registry, config: ServeConfig):
+        self.retrieval = RetrievalStage(registry, config)
+        self.ranking = RankingStage(registry, config)
+
+    async def load(self, version: str) -> None:
+        self.retrieval.load(version)
+        self.ranking.load(version)
+
+    async def candidates(self, version, states, context, blocked, prices) -> list[Candidates]:
+        return await self.retrieval.candidates(version, states, context, blocked, prices)
+
+    async def score(self, version: str, features: np.ndarray) -> np.ndarray:
+        return await self.ranking.score(version, features)
+
+
+class VersionItems:
+    """What the flow itself needs of a version: its item table, id lookup and policy."""
+
+    def __init__(self, registry: Registry, version: str, config: ServeConfig):
+        self.table = load_item_table(registry, version)
+        self.index = {item_id: i for i, item_id in enumerate(self.table.item_ids)}
+        self.popular = self.table.popular_order()
+        self.policy = Policy(config.policy, self.table, np.load(registry.path(version) / "item_vectors.npy"))
+
+
+class StageFailed(Exception):
+    pass
+
+
+class RecommendFlow:
+    def __init__(self, config: ServeConfig, store: OnlineStore, stages: Stages):
+        self.config = config
+        self.store = store
+        self.stages = stages
+        self.registry = Registry(config.registry)
+        self.event_log = OfflineStore(config.event_log) if config.event_log is not None else None
+        self.cache = CandidateCache(config.candidate_cache)
+        self.items: dict[str, VersionItems] = {}
+        self.current: str | None = None
+        self.last_good: str | None = None
+        self._swap_lock = asyncio.Lock()
+
+    # -- models ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        version = self.registry.resolve(self.config.version)
+        fallback = self.registry.last_good()
+        await self.swap(version)
+        if fallback is not None and fallback != version:
+            await self.stages.load(fallback)
+            self.items[fallback] = VersionItems(self.registry, fallback, self.config)
+            self.last_good = fallback
+        if self.config.store.seed_users:
+            self.store.seed(user_baskets(self.registry.path(version)))
+
+    async def swap(self, spec: str) -> str:
+        """Load a version into every stage, then switch to it; requests in flight finish on the old one."""
+        async with self._swap_lock:
+            version = self.registry.resolve(spec)
+            if version == self.current:
+                return version
+            items = VersionItems(self.registry, version, self.config)
+            if self.current is not None and len(items.table) != len(self.items[self.current].table):
+                raise ValueError(f"{version} has {len(items.table)} items but {self.current} has {len(self.items[self.current].table)}: the online store's item indices would not match")
+            await self.stages.load(version)
+            self.items[version] = items
+            self.last_good, self.current = self.current or self.last_good, version
+            self.cache.clear()
+            for old in [v for v in self.items if v not in (self.current, self.last_good)]:
+                del self.items[old]
+            return version
+
+    # -- recommend ---------------------------------------------------------------------------
+
+    async def recommend(self, request: RecommendRequest) -> RecommendResponse:
+        started = time.perf_counter()
+        version = self.current
+        assert version is not None, "start() first"
+        items = self.items[version]
+        state = self.store.users([request.user_id])[0]
+        out_of_stock = np.fromiter(self.store.out_of_stock(), np.int64)
+        excluded = np.array([items.index[i] for i in request.exclude if i in items.index], np.int64)
+        degraded: list[str] = []
+        picks: list[Pick] | None = None
+        served_by, served_version = "popularity", version
+        if state is not None:
+            blocked = np.concatenate([out_of_stock, excluded])
+            try:
+                candidates = await self._candidates(version, request, state, out_of_stock)
+                candidates = _drop(candidates, blocked)
+                for attempt in dict.fromkeys([version, self.last_good]):
+                    if attempt is None:
+                        continue
+                    try:
+                        scores = await self._stage(self.stages.score(attempt, candidates.features), self.config.budgets.ranking_ms, f"ranking {attempt}")
+                    except StageFailed as failure:
+                        degraded.append(str(failure))
+                        continue
+                    picks = items.policy.select(candidates, scores, state, request.k)
+                    served_by, served_version = ("ranker" if attempt == version else "last_good"), attempt
+                    break
+            except StageFailed as failure:
+                degraded.append(str(failure))
+        if picks is None:
+            picks = popular_picks(items.table, items.popular, _blocked_mask(items, out_of_stock, excluded), request.k)
+        elif len(picks) < request.k:
+            taken = np.array([p.item for p in picks], np.int64)
+            picks += popular_picks(items.table, items.popular, _blocked_mask(items, out_of_stock, excluded, taken), request.k - len(picks))
+        self.store.add_shown(request.user_id, [p.item for p in picks])
+        return RecommendResponse(
+            user_id=request.user_id,
+            items=[{"item_id": items.table.item_ids[p.item], "score": round(p.score, 6), "reason": p.reason} for p in picks],
+            model_version=served_version,
+            served_by=served_by,
+            degraded=degraded,
+            trace_id=uuid.uuid4().hex[:16],
+            latency_ms=round(1000 * (time.perf_counter() - started), 3),
+        )
+
+    async def _candidates(self, version: str, request: RecommendRequest, state: UserState, out_of_stock: np.ndarray) -> Candidates:
+        now = time.time()
+        context = context_arrays([request.context.model_dump()], np.array([now]))
+        last = state.baskets[-1] if state.baskets else np.empty(0, np.int64)
+        key = (version, state.n_baskets, len(last), int(last[-1]) if len(last) else -1, int(context["device"][0]), int(context["hour"][0]))
+        cached = self.cache.get(request.user_id, key)
+        if cached is not None:
+            return cached
+        call = self.stages.candidates(version, [state], context, out_of_stock, self.store.prices())
+        candidates = (await self._stage(call, self.config.budgets.retrieval_ms, f"retrieval {version}"))[0]
+        self.cache.put(request.user_id, key, candidates)
+        return candidates
+
+    @staticmethod
+    async def _stage(call: Any, budget_ms: float, name: str) -> Any:
+        try:
+            return await asyncio.wait_for(_awaited(call), budget_ms / 1000)
+        except asyncio.TimeoutError:
+            raise StageFailed(f"{name}: over its {budget_ms:g} ms budget") from None
+        except Exception as exc:  # a failing stage degrades the answer, it never fails the request
+            raise StageFailed(f"{name}: {type(exc).__name__}: {exc}".splitlines()[0][:300]) from None
+
+    # -- events ------------------------------------------------------------------------------
+
+    def ingest(self, records: list[Any]) -> EventsResponse:
+        """Validate against the contract, append the accepted events to the log, then update the online store."""
+        report = validate_events(records)
+        if report.accepted and self.event_log is not None:
+            self.event_log.append(events_to_frame(report.accepted))  # durable before anything else sees them
+        index = self.items[self.current].index if self.current else {}
+        unknown = 0
+        purchases: dict[tuple[str, str], list[int]] = {}
+        for event in report.accepted:
+            item = index.get(getattr(event, "item_id", None))
+            if getattr(event, "item_id", None) is not None and item is None:
+                unknown += 1
+                continue
+            kind = event.event_type
+            if kind == "purchase":
+                purchases.setdefault((event.user_id, event.order_id), []).append(item)
+            if kind in ENGAGEMENT:
+                self.store.reset_shown(event.user_id, [item])
+            elif kind == "stock_change":
+                self.store.set_stock(item, event.stock)
+                self.cache.invalidate_item(item)
+            elif kind == "price_change":
+                self.store.set_price(item, event.price)
+                self.cache.invalidate_item(item)
+        for (user, order), bought in purchases.items():
+            self.store.add_purchase(user, order, unique_in_order(bought))
+        rejected = [{"index": r.index, "reason": r.reason} for r in report.rejected]
+        return EventsResponse(accepted=len(report.accepted), rejected=rejected, unknown_items=unknown)
+
+
+async def _awaited(call: Any) -> Any:
+    return await call
+
+
+def _drop(candidates: Candidates, blocked: np.ndarray) -> Candidates:
+    if not len(blocked):
+        return candidates
+    keep = ~np.isin(candidates.items, blocked)
+    return Candidates(candidates.items[keep], candidates.ann_score[keep], candidates.repeat[keep], candidates.features[keep])
+
+
+def _blocked_mask(items: VersionItems, *blocked: np.ndarray) -> np.ndarray:
+    """Items nobody may get now: out of stock in the catalogue, plus the given item indices."""
+    mask = ~items.table.in_stock
+    mask[np.concatenate(blocked)] = True
+    return mask

@@ -1,0 +1,20 @@
+"""Prometheus metrics of the endpoint (GET /metrics), in a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+LATENCY_BUCKETS_S = (0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.035, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("hyperrec_recommend_requests", "Recommend requests by serving path", ["served_by"], registry=self.registry)
+        self.degraded = Counter("hyperrec_recommend_degraded", "Recommend answers that fell back from the current model", registry=self.registry)
+        self.latency = Histogram("hyperrec_recommend_latency_seconds", "Recommend latency inside the ingress", buckets=LATENCY_BUCKETS_S, registry=self.registry)
+        self.events = Counter("hyperrec_events", "Events received", ["outcome"], registry=self.registry)
+        self.bad_requests = Counter("hyperrec_bad_requests", "Requests rejected with a 4xx", ["path"], registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

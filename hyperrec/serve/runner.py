@@ -1,0 +1,37 @@
+"""Start and stop the Ray Serve application (used by `hyperrec serve`, the demo and the tests)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import ray
+from ray import serve
+
+from hyperrec.serve.app import build_app
+from hyperrec.serve.config import ServeConfig
+
+APP_NAME = "hyperrec"
+
+
+def start(config: ServeConfig, num_cpus: int | None = None, timeout_s: float = 120.0) -> str:
+    """Deploy the app (starting a local Ray if none is running); returns its base URL once /readyz answers."""
+    if not ray.is_initialized():
+        ray.init(num_cpus=num_cpus, configure_logging=False, include_dashboard=False)
+    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
+    url = f"http://{config.host}:{config.port}"
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline:
+            raise TimeoutError(f"{url}/readyz did not answer within {timeout_s:.0f} s (see `ray status` and the Serve logs under /tmp/ray)")
+        time.sleep(0.25)
+
+
+def stop() -> None:
+    serve.shutdown()

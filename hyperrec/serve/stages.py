@@ -1,0 +1,95 @@
+"""The two model stages of serving, per registry version, runnable in process or inside a Ray Serve replica.
+
+Each stage keeps every version it was asked to load (the current one and the last-good one it
+may fall back to) and can be told to fail or stall on purpose (`Faults`), so that fallbacks are
+tested the way they happen: a stage really raising or really overrunning its budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+
+from hyperrec.data.user_state import UserState
+from hyperrec.models.serving_pipeline import Candidates, Retrieval, Scorer
+from hyperrec.registry import Registry
+from hyperrec.serve.bundle import load_retrieval, load_scorer
+from hyperrec.serve.config import ServeConfig
+
+KEEP_VERSIONS = 3  # current, last-good, and one being swapped in
+
+
+class InjectedFault(RuntimeError):
+    """Raised by a stage told to fail (fault injection)."""
+
+
+@dataclass
+class Fault:
+    mode: str = "none"  # none | error | delay
+    delay_ms: float = 0.0
+    version: str | None = None  # None = every version
+
+
+class Faults:
+    def __init__(self) -> None:
+        self.fault = Fault()
+
+    def set(self, mode: str, delay_ms: float = 0.0, version: str | None = None) -> None:
+        self.fault = Fault(mode, delay_ms, version)
+
+    async def check(self, stage: str, version: str) -> None:
+        f = self.fault
+        if f.mode == "none" or (f.version is not None and f.version != version):
+            return
+        if f.mode == "error":
+            raise InjectedFault(f"{stage} {version}: injected failure")
+        await asyncio.sleep(f.delay_ms / 1000)
+
+
+class _Versioned:
+    def __init__(self, registry: Registry, config: ServeConfig):
+        self.registry, self.config = registry, config
+        self.models: dict[str, object] = {}
+        self.faults = Faults()
+
+    def load(self, version: str) -> None:
+        if version not in self.models:
+            self.models[version] = self._load(version)
+        while len(self.models) > KEEP_VERSIONS:
+            self.models.pop(next(iter(self.models)))
+
+    def _load(self, version: str) -> object:
+        raise NotImplementedError
+
+    def get(self, version: str):
+        if version not in self.models:
+            raise KeyError(f"version {version} is not loaded (loaded: {list(self.models)})")
+        return self.models[version]
+
+
+class RetrievalStage(_Versioned):
+    def _load(self, version: str) -> Retrieval:
+        return load_retrieval(self.registry, version, self.config)
+
+    async def candidates(
+        self, version: str, states: list[UserState], context: dict[str, np.ndarray], blocked: np.ndarray, prices: dict[int, float]
+    ) -> list[Candidates]:
+        await self.faults.check("retrieval", version)
+        return self.get(version).candidates(states, context, blocked, prices)
+
+
+class RankingStage(_Versioned):
+    def _load(self, version: str) -> Scorer:
+        return load_scorer(self.registry, version, self.config)
+
+    def score_many(self, version: str, features: list[np.ndarray]) -> list[np.ndarray]:
+        """Score several requests' candidates in one model call."""
+        sizes = np.cumsum([len(f) for f in features])[:-1]
+        scores = self.get(version)(np.concatenate(features)) if features else np.zeros(0, np.float32)
+        return np.split(np.asarray(scores), sizes)
+
+    async def score(self, version: str, features: np.ndarray) -> np.ndarray:
+        await self.faults.check("ranking", version)
+        return self.score_many(version, [features])[0]

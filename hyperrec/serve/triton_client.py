@@ -1,0 +1,202 @@
+"""Exported models served by Triton, called from the serving stack.
+
+- `TritonModel`, `TritonEncoder`, `TritonScorer`: the Triton counterparts of `OnnxModel`,
+  `OnnxEncoder`, `OnnxScorer` (hyperrec/models/serving_pipeline.py), same call signatures, over
+  Triton's HTTP API. Works with a full Triton server on a repository written by
+  hyperrec/train/triton_repo.py and with the sidecar below.
+- `TritonSidecar`: starts the real Triton server bundled in nvidia-pytriton on such a repository
+  (hyperrec/serve/triton_sidecar.py, in its own venv `.venv-triton`, made by
+  `make triton-setup`), waits until every model is ready, and stops it with all its processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import tritonclient.http as http
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_VENV = ROOT / ".venv-triton"
+SIDECAR = Path(__file__).with_name("triton_sidecar.py")
+
+
+class TritonModel:
+    """One model on a Triton server, fed by input name like `OnnxModel`; inputs it does not
+    declare are not passed; returns its first output. Batches larger than the model's
+    max_batch_size are sent in parts. A batch-only tensor (ONNX [batch]) travels as [batch, 1]
+    (Triton needs non-empty dims): such inputs are lifted here, and such an output comes back
+    [batch, 1]. One HTTP connection: not for concurrent use from several threads."""
+
+    def __init__(self, url: str, model_name: str, timeout_s: float = 30.0):
+        self.model_name = model_name
+        self.client = http.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
+        metadata = self.client.get_model_metadata(model_name)
+        self.max_batch_size = int(self.client.get_model_config(model_name).get("max_batch_size", 0))
+        self.inputs = {i["name"]: (i["datatype"], len(i["shape"])) for i in metadata["inputs"]}
+        output = metadata["outputs"][0]
+        self.output = output["name"]
+        self.output_dims = [max(d, 0) for d in output["shape"][1:]]
+        self.output_dtype = http.triton_to_np_dtype(output["datatype"])
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        arrays = {name: np.ascontiguousarray(feeds[name]) for name in self.inputs}
+        size = len(next(iter(arrays.values())))
+        if size == 0:
+            return np.zeros((0, *self.output_dims), self.output_dtype)
+        step = self.max_batch_size or size
+        parts = [self._infer({name: x[start : start + step] for name, x in arrays.items()}) for start in range(0, size, step)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _infer(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        inputs = []
+        for name, x in arrays.items():
+            datatype, rank = self.inputs[name]
+            if x.ndim == rank - 1:
+                x = x.reshape(len(x), 1)
+            tensor = http.InferInput(name, list(x.shape), datatype)
+            tensor.set_data_from_numpy(x, binary_data=True)
+            inputs.append(tensor)
+        output = http.InferRequestedOutput(self.output, binary_data=True)
+        return self.client.infer(self.model_name, inputs, outputs=[output]).as_numpy(self.output)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class TritonEncoder:
+    """`OnnxEncoder` over Triton: (sequences [B, max_len], context inputs [B]) -> user vectors [B, D]."""
+
+    def __init__(self, url: str, model: str = "encoder", *, max_len: int):
+        self.model = TritonModel(url, model)
+        self.max_len = max_len
+
+    def __call__(self, sequences: np.ndarray, context: dict[str, np.ndarray]) -> np.ndarray:
+        return self.model.run({"items": sequences} | context)
+
+
+class TritonScorer:
+    """`OnnxScorer` over Triton: features [N, F] -> scores [N]."""
+
+    def __init__(self, url: str, model: str = "ranker"):
+        self.model = TritonModel(url, model)
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        if not len(features):
+            return np.zeros(0, np.float32)
+        return self.model.run({"features": np.ascontiguousarray(features, np.float32)}).reshape(len(features))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TritonSidecar:
+    """The bundled Triton server on `repository`, in a subprocess of its own process group.
+
+    `start()` returns once the server and every model folder's model are ready (or raises with
+    the server's log); `stop()` (also on leaving a `with` block) ends the server and every
+    process it started. Ports default to free ones; `url` is the HTTP address for TritonModel."""
+
+    def __init__(
+        self,
+        repository: Path,
+        venv: Path = DEFAULT_VENV,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        threads: int = 1,
+        startup_timeout_s: float = 120.0,
+    ):
+        self.repository = Path(repository).resolve()
+        self.python = Path(venv) / "bin" / "python"
+        self.ports = {"http": http_port or _free_port(), "grpc": grpc_port or _free_port(), "metrics": metrics_port or _free_port()}
+        self.threads = threads
+        self.startup_timeout_s = startup_timeout_s
+        self.models = sorted(p.parent.name for p in self.repository.glob("*/config.pbtxt"))
+        self.process: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+        self.startup_s: float | None = None
+
+    @property
+    def url(self) -> str:
+        return f"localhost:{self.ports['http']}"
+
+    def start(self) -> TritonSidecar:
+        if not self.python.exists():
+            raise FileNotFoundError(
+                f"no Triton sidecar environment at {self.python.parent.parent}: run `make triton-setup` "
+                "(a venv of its own from requirements/triton.txt; nvidia-pytriton needs numpy<2)"
+            )
+        if not self.models:
+            raise FileNotFoundError(f"no model folders (<name>/config.pbtxt) in {self.repository}: write one with hyperrec.train.triton_repo")
+        command = [str(self.python), str(SIDECAR), "--repository", str(self.repository), "--threads", str(self.threads)]
+        command += [arg for kind, port in self.ports.items() for arg in (f"--{kind}-port", str(port))]
+        log, name = tempfile.mkstemp(prefix="hyperrec-triton-", suffix=".log")
+        self.log_path = Path(name)
+        began = time.perf_counter()
+        # A session of its own: stop() can end the server's whole process tree by group id.
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        os.close(log)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.perf_counter() - began
+        return self
+
+    def _wait_ready(self) -> None:
+        client = http.InferenceServerClient(self.url, connection_timeout=2.0, network_timeout=2.0)
+        deadline = time.monotonic() + self.startup_timeout_s
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"the Triton sidecar exited with code {self.process.returncode} while starting:\n{self.log_tail()}")
+                try:
+                    if client.is_server_ready() and all(client.is_model_ready(m) for m in self.models):
+                        return
+                except Exception:  # not listening yet
+                    pass
+                time.sleep(0.1)
+        finally:
+            client.close()
+        raise TimeoutError(f"the Triton sidecar was not ready after {self.startup_timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:]) if self.log_path else ""
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM (the sidecar unloads its models and stops the server), SIGKILL to the whole
+        process group if that takes longer than `timeout_s`; then nothing of the group is left."""
+        if self.process is None:
+            return
+        group = self.process.pid
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(group, signal.SIGKILL)  # whatever of the server's tree is still there
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        self.process = None
+        self.log_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> TritonSidecar:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,87 @@
+"""A real redis-server for the serving tests: one per test session, on a free port, no persistence."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel sends SIGTERM to redis-server if pytest dies first
+    (SIGKILL, a CI timeout), when the fixture's teardown never runs."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(binary: str, workdir: Path) -> tuple[subprocess.Popen, str]:
+    """Start redis-server and wait until it answers PING; raise RuntimeError with its log if it dies."""
+    port = _free_port()
+    log = workdir / f"redis-{port}.log"
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir), "--logfile", str(log), "--daemonize", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.2)
+    deadline = time.monotonic() + 10
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                client.ping()
+                return proc, url
+            except redis.ConnectionError:
+                time.sleep(0.05)
+    finally:
+        client.close()
+    _stop(proc)
+    raise RuntimeError(f"redis-server on port {port} did not start:\n{log.read_text() if log.exists() else ''}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a redis-server started for this session (and stopped after it)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(
+            "redis-server not found on PATH: the online store tests need a real Redis. "
+            "Install the Debian package: apt-get install -y redis-server",
+            pytrace=False,
+        )
+    workdir = tmp_path_factory.mktemp("redis")
+    for attempt in range(3):  # another process may take the free port before redis binds it
+        try:
+            proc, url = _start(binary, workdir)
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
+    try:
+        yield url
+    finally:
+        _stop(proc)
