@@ -143,10 +143,13 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from hyperrec.serve.config import load_serve_config
-    from hyperrec.serve.runner import start, stop
+    from hyperrec.serve.ray_env import prepare_environment
 
     overrides = [f"registry={args.registry}", f"version={args.version}", f"port={args.port}", f"host={args.host}", *args.overrides]
     config = load_serve_config(args.config, overrides)
+    prepare_environment(config)  # before Ray Serve is imported
+    from hyperrec.serve.runner import start, stop
+
     console = _console()
     url = start(config)
     console.print(f"serving {config.registry} ({config.version}) at [bold]{url}[/] (docs: {url}/docs); Ctrl-C stops")
@@ -157,6 +160,21 @@ def cmd_serve(args: argparse.Namespace) -> None:
         console.print("stopping")
     finally:
         stop()
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from hyperrec.serve.config import load_serve_config
+    from hyperrec.serve.ray_env import prepare_environment
+
+    config = load_serve_config(args.config, args.overrides)
+    prepare_environment(config)  # before Ray Serve is imported
+    from hyperrec.bench import run_bench
+
+    def numbers(text: str) -> list[float]:
+        return [float(x) for x in text.split(",") if x.strip()]
+
+    sizes = [int(x) for x in numbers(args.sizes)]
+    run_bench(config, args.items, numbers(args.rates), args.seconds, sizes, args.size_rate, args.out, args.registry_root, _console())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,6 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="serve settings, e.g. store.kind=redis ranking.max_batch_size=64")
     p.set_defaults(func=cmd_serve)
+
+    p = commands.add_parser("bench", help="open-loop load on the endpoint: p50/p95/p99 per rate and per catalogue size")
+    p.add_argument("--items", type=int, default=50_000, help="catalogue size of the rate sweep")
+    p.add_argument("--rates", default="50,100,200,300", help="requests/s, comma-separated")
+    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per step (after 2 s of warm-up)")
+    p.add_argument("--sizes", default="10000,100000,1000000", help="catalogue sizes for the latency-vs-size table ('' = none)")
+    p.add_argument("--size-rate", type=float, default=200.0, help="requests/s of the latency-vs-size table")
+    p.add_argument("--registry-root", type=Path, default=Path("experiments/bench/registry"), help="synthetic bundles, one registry per size (reused)")
+    p.add_argument("--out", type=Path, default=Path("experiments/results/bench"))
+    p.add_argument("--config", type=Path, help="serve YAML to benchmark (defaults otherwise)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="serve settings, e.g. ranking.max_batch_size=64")
+    p.set_defaults(func=cmd_bench)
 
     p = commands.add_parser("demo", help="baselines on the real Instacart sample: the table the models must beat")
     with_overrides(p)

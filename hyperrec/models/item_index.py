@@ -16,6 +16,12 @@ import numpy as np
 IndexKind = Literal["auto", "exact", "hnsw", "ivf"]
 
 
+def single_threaded() -> None:
+    """One OpenMP thread per process: serving runs many small searches concurrently, and FAISS's
+    default (all cores per search) makes them fight over the cores."""
+    faiss.omp_set_num_threads(1)
+
+
 def gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 

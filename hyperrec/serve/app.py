@@ -24,12 +24,13 @@ from ray.serve.handle import DeploymentHandle
 
 from hyperrec.registry import Registry, RegistryError
 from hyperrec.serve.config import ServeConfig
-from hyperrec.serve.flow import RecommendFlow
+from hyperrec.serve.flow import LocalStages, RecommendFlow
 from hyperrec.serve.metrics import ServeMetrics
 from hyperrec.serve.online_store import MemoryStore, OnlineStore
 from hyperrec.serve.schemas import EventsResponse, FaultRequest, RecommendRequest, RecommendResponse, SwapRequest
 from hyperrec.serve.stages import RankingStage, RetrievalStage
 
+QUIET_LOGS = {"log_level": "WARNING", "enable_access_log": False}  # a log line per request costs more than the request
 api = FastAPI(title="hyperrec", description="Personalized recommendations: retrieval, ranking and business policy.", version="0.1.0")
 
 
@@ -117,10 +118,13 @@ class HandleStages:
 @serve.deployment
 @serve.ingress(api)
 class Ingress:
-    async def __init__(self, config: dict[str, Any], retrieval: DeploymentHandle, ranking: DeploymentHandle):
+    async def __init__(self, config: dict[str, Any], retrieval: DeploymentHandle | None = None, ranking: DeploymentHandle | None = None):
         self.config = ServeConfig.model_validate(config)
         self.metrics = ServeMetrics()
-        self.stages = HandleStages(retrieval, ranking)
+        if retrieval is not None and ranking is not None:
+            self.stages: HandleStages | LocalStages = HandleStages(retrieval, ranking)
+        else:  # topology: single
+            self.stages = LocalStages(Registry(self.config.registry), self.config)
         self.store = make_store(self.config)
         self.flow = RecommendFlow(self.config, self.store, self.stages)
         await self.flow.start()
@@ -187,8 +191,11 @@ class Ingress:
 def build_app(config: ServeConfig) -> serve.Application:
     raw = config.model_dump(mode="json")
     actor = {"num_cpus": config.cpus_per_replica}
+    ingress = Ingress.options(num_replicas=config.ingress_replicas, ray_actor_options=actor, max_ongoing_requests=256, logging_config=QUIET_LOGS)
+    if config.topology == "single":
+        return ingress.bind(raw)
     # @serve.batch never forms batches larger than max_ongoing_requests (DEPENDENCIES.md).
     ongoing = max(config.ranking.max_batch_size, 64)
-    retrieval = RetrievalDeployment.options(num_replicas=config.retrieval_replicas, ray_actor_options=actor, max_ongoing_requests=64).bind(raw)
-    ranking = RankingDeployment.options(num_replicas=config.ranking_replicas, ray_actor_options=actor, max_ongoing_requests=ongoing).bind(raw)
-    return Ingress.options(num_replicas=config.ingress_replicas, ray_actor_options=actor, max_ongoing_requests=256).bind(raw, retrieval, ranking)
+    retrieval = RetrievalDeployment.options(num_replicas=config.retrieval_replicas, ray_actor_options=actor, max_ongoing_requests=64, logging_config=QUIET_LOGS).bind(raw)
+    ranking = RankingDeployment.options(num_replicas=config.ranking_replicas, ray_actor_options=actor, max_ongoing_requests=ongoing, logging_config=QUIET_LOGS).bind(raw)
+    return ingress.bind(raw, retrieval, ranking)

@@ -55,6 +55,13 @@ class ServeConfig(StrictModel):
     policy: PolicyConfig = PolicyConfig()
     budgets: BudgetConfig = BudgetConfig()
     store: StoreConfig = StoreConfig()
+    ingress: Literal["direct", "proxy"] = Field(
+        "direct", description="direct: the ingress replica listens on `port` itself (Ray Serve direct ingress); proxy: Serve's HTTP proxy in front"
+    )
+    ingress_drain_s: float = Field(1.0, ge=0, description="direct ingress: how long a stopping replica keeps answering (raise it behind a load balancer)")
+    topology: Literal["deployments", "single"] = Field(
+        "deployments", description="deployments: retrieval and batched ranking are deployments of their own; single: both run inside the ingress replica (one hop less, no cross-request batching)"
+    )
     ingress_replicas: int = Field(1, ge=1, description="more than 1 needs store.kind: redis (each replica would have its own memory store)")
     ranking_replicas: int = Field(1, ge=1)
     retrieval_replicas: int = Field(1, ge=1)

@@ -51,6 +51,9 @@ class LocalStages:
         self.retrieval.load(version)
         self.ranking.load(version)
 
+    async def set_fault(self, stage: str, mode: str, delay_ms: float, version: str | None) -> None:
+        (self.retrieval if stage == "retrieval" else self.ranking).faults.set(mode, delay_ms, version)
+
     async def candidates(self, version, states, context, blocked, prices) -> list[Candidates]:
         return await self.retrieval.candidates(version, states, context, blocked, prices)
 

@@ -70,7 +70,7 @@ class MemoryStore(OnlineStore):
     def users(self, user_ids: list[str]) -> list[UserState | None]:
         with self._lock:
             return [
-                UserState(list(self._baskets[u]), dict(self._shown.get(u, {}))) if u in self._baskets or u in self._shown else None
+                UserState(list(self._baskets.get(u, [])), dict(self._shown.get(u, {}))) if u in self._baskets or u in self._shown else None
                 for u in user_ids
             ]  # fmt: skip
 

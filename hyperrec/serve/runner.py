@@ -8,17 +8,19 @@ import httpx
 import ray
 from ray import serve
 
-from hyperrec.serve.app import build_app
+from hyperrec.serve.app import QUIET_LOGS, build_app
 from hyperrec.serve.config import ServeConfig
+from hyperrec.serve.ray_env import prepare_environment
 
 APP_NAME = "hyperrec"
 
 
 def start(config: ServeConfig, num_cpus: int | None = None, timeout_s: float = 120.0) -> str:
     """Deploy the app (starting a local Ray if none is running); returns its base URL once /readyz answers."""
+    prepare_environment(config)
     if not ray.is_initialized():
         ray.init(num_cpus=num_cpus, configure_logging=False, include_dashboard=False)
-    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.start(http_options={"host": config.host, "port": config.port}, logging_config=QUIET_LOGS)
     serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
     url = f"http://{config.host}:{config.port}"
     deadline = time.time() + timeout_s

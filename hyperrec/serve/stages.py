@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hyperrec.data.user_state import UserState
+from hyperrec.models.item_index import single_threaded
 from hyperrec.models.serving_pipeline import Candidates, Retrieval, Scorer
 from hyperrec.registry import Registry
 from hyperrec.serve.bundle import load_retrieval, load_scorer
@@ -71,6 +72,7 @@ class _Versioned:
 
 class RetrievalStage(_Versioned):
     def _load(self, version: str) -> Retrieval:
+        single_threaded()
         return load_retrieval(self.registry, version, self.config)
 
     async def candidates(

@@ -12,20 +12,24 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import numpy as np
-import tritonclient.http as http
+from tritonclient import http
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VENV = ROOT / ".venv-triton"
 SIDECAR = Path(__file__).with_name("triton_sidecar.py")
+READY_LINE = "triton ready"  # printed by the sidecar once every model is bound
 
 
 class TritonModel:
@@ -33,11 +37,13 @@ class TritonModel:
     declare are not passed; returns its first output. Batches larger than the model's
     max_batch_size are sent in parts. A batch-only tensor (ONNX [batch]) travels as [batch, 1]
     (Triton needs non-empty dims): such inputs are lifted here, and such an output comes back
-    [batch, 1]. One HTTP connection: not for concurrent use from several threads."""
+    [batch, 1]. Safe to call from several threads: tritonclient's HTTP client (gevent) only
+    works in the thread that made it, so each thread gets its own."""
 
     def __init__(self, url: str, model_name: str, timeout_s: float = 30.0):
-        self.model_name = model_name
-        self.client = http.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
+        self.url, self.model_name, self.timeout_s = url, model_name, timeout_s
+        self._local = threading.local()
+        self._clients: list[http.InferenceServerClient] = []
         metadata = self.client.get_model_metadata(model_name)
         self.max_batch_size = int(self.client.get_model_config(model_name).get("max_batch_size", 0))
         self.inputs = {i["name"]: (i["datatype"], len(i["shape"])) for i in metadata["inputs"]}
@@ -45,6 +51,15 @@ class TritonModel:
         self.output = output["name"]
         self.output_dims = [max(d, 0) for d in output["shape"][1:]]
         self.output_dtype = http.triton_to_np_dtype(output["datatype"])
+
+    @property
+    def client(self) -> http.InferenceServerClient:
+        """This thread's client."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = http.InferenceServerClient(self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s)
+            self._clients.append(client)
+        return client
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         arrays = {name: np.ascontiguousarray(feeds[name]) for name in self.inputs}
@@ -68,7 +83,11 @@ class TritonModel:
         return self.client.infer(self.model_name, inputs, outputs=[output]).as_numpy(self.output)
 
     def close(self) -> None:
-        self.client.close()
+        """Close every thread's connection (an open one holds a stopping server up to its exit timeout)."""
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+        self._local = threading.local()
 
 
 class TritonEncoder:
@@ -122,31 +141,36 @@ class TritonSidecar:
         self.ports = {"http": http_port or _free_port(), "grpc": grpc_port or _free_port(), "metrics": metrics_port or _free_port()}
         self.threads = threads
         self.startup_timeout_s = startup_timeout_s
-        self.models = sorted(p.parent.name for p in self.repository.glob("*/config.pbtxt"))
+        self.models: list[str] = []
         self.process: subprocess.Popen | None = None
-        self.log_path: Path | None = None
+        self.scratch: Path | None = None  # the log and pytriton's workspace (a copy of the server): removed by stop()
         self.startup_s: float | None = None
 
     @property
-    def url(self) -> str:
-        return f"localhost:{self.ports['http']}"
+    def log_path(self) -> Path | None:
+        return self.scratch / "sidecar.log" if self.scratch else None
 
-    def start(self) -> TritonSidecar:
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.ports['http']}"
+
+    def start(self) -> Self:
         if not self.python.exists():
             raise FileNotFoundError(
                 f"no Triton sidecar environment at {self.python.parent.parent}: run `make triton-setup` "
                 "(a venv of its own from requirements/triton.txt; nvidia-pytriton needs numpy<2)"
             )
+        self.models = sorted(p.parent.name for p in self.repository.glob("*/config.pbtxt"))
         if not self.models:
             raise FileNotFoundError(f"no model folders (<name>/config.pbtxt) in {self.repository}: write one with hyperrec.train.triton_repo")
+        self.scratch = Path(tempfile.mkdtemp(prefix="hyperrec-triton-"))
         command = [str(self.python), str(SIDECAR), "--repository", str(self.repository), "--threads", str(self.threads)]
         command += [arg for kind, port in self.ports.items() for arg in (f"--{kind}-port", str(port))]
-        log, name = tempfile.mkstemp(prefix="hyperrec-triton-", suffix=".log")
-        self.log_path = Path(name)
+        command += ["--workspace", str(self.scratch / "workspace")]
         began = time.perf_counter()
-        # A session of its own: stop() can end the server's whole process tree by group id.
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        os.close(log)
+        with open(self.log_path, "wb") as log:
+            # A session of its own: stop() can end the server's whole process tree by group id.
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             self._wait_ready()
         except BaseException:
@@ -156,17 +180,17 @@ class TritonSidecar:
         return self
 
     def _wait_ready(self) -> None:
+        """Until the sidecar says every model is bound (Triton reports a model ready before pytriton
+        has finished binding it) and the server agrees."""
         client = http.InferenceServerClient(self.url, connection_timeout=2.0, network_timeout=2.0)
         deadline = time.monotonic() + self.startup_timeout_s
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"the Triton sidecar exited with code {self.process.returncode} while starting:\n{self.log_tail()}")
-                try:
-                    if client.is_server_ready() and all(client.is_model_ready(m) for m in self.models):
-                        return
-                except Exception:  # not listening yet
-                    pass
+                bound = READY_LINE in self.log_path.read_text(errors="replace")
+                if bound and client.is_server_ready() and all(client.is_model_ready(m) for m in self.models):
+                    return
                 time.sleep(0.1)
         finally:
             client.close()
@@ -177,10 +201,11 @@ class TritonSidecar:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM (the sidecar unloads its models and stops the server), SIGKILL to the whole
-        process group if that takes longer than `timeout_s`; then nothing of the group is left."""
+        process group if that takes longer than `timeout_s`; then no process of the group is left,
+        nor its files."""
         if self.process is None:
             return
-        group = self.process.pid
+        pid = self.process.pid
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -188,14 +213,32 @@ class TritonSidecar:
             except subprocess.TimeoutExpired:
                 pass
         try:
-            os.killpg(group, signal.SIGKILL)  # whatever of the server's tree is still there
+            os.killpg(pid, signal.SIGKILL)  # whatever of the server's tree is still there
         except ProcessLookupError:
             pass
         self.process.wait()
         self.process = None
-        self.log_path.unlink(missing_ok=True)
+        self._remove_files(pid)
 
-    def __enter__(self) -> TritonSidecar:
+    def _remove_files(self, pid: int) -> None:
+        """The scratch folder, and what the server leaves when it exits before unloading its models
+        (killed, or its exit timeout used up waiting for open client connections): pytriton's
+        shared memory, named by the sidecar's pid, and Triton's copies of the models in
+        /tmp/folder* (a hard-coded place; ours name our workspace in their config)."""
+        for region in Path("/dev/shm").glob(f"pytrtion{pid}-*"):  # pytriton's prefix (sic)
+            region.unlink(missing_ok=True)
+        workspace = f'"{self.scratch / "workspace"}"'
+        for config in Path("/tmp").glob("folder*/config.pbtxt"):
+            try:
+                ours = workspace in config.read_text(errors="replace")
+            except OSError:
+                continue
+            if ours:
+                shutil.rmtree(config.parent, ignore_errors=True)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.scratch = None
+
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:

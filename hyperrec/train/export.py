@@ -26,7 +26,7 @@ import torch
 from pydantic import Field
 
 from hyperrec.config import StrictModel
-from hyperrec.data.sequences import Split, make_split
+from hyperrec.data.sequences import Interactions, Split, make_split
 from hyperrec.data.sources import load_dataset
 from hyperrec.data.user_state import MAX_BASKETS
 from hyperrec.data.windows import recent_items
@@ -83,7 +83,7 @@ def _real_cases(plan: ExportPlan, split: Split) -> list[dict[str, np.ndarray]]:
     return [{name: case[name] for name in plan.example}]
 
 
-def _export_checked(name: str, module: torch.nn.Module, example: dict, dynamic: dict, output: str, folder: Path, cases: list, tolerance: float) -> Parity:
+def export_checked(name: str, module: torch.nn.Module, example: dict, dynamic: dict, output: str, folder: Path, cases: list, tolerance: float) -> Parity:
     import onnxruntime as ort
 
     path = export_onnx(module, example, folder / f"{name}.onnx", output, dynamic)
@@ -93,9 +93,9 @@ def _export_checked(name: str, module: torch.nn.Module, example: dict, dynamic: 
     return parity
 
 
-def user_baskets_frame(split: Split) -> pd.DataFrame:
+def user_baskets_frame(history: Interactions, user_ids: np.ndarray) -> pd.DataFrame:
     """Every user's last MAX_BASKETS baskets as (user_id, basket, item) rows: the online store's seed."""
-    rows = [(split.user_ids[u], b, item) for u, baskets in enumerate(split.full.baskets) for b, basket in enumerate(baskets[-MAX_BASKETS:]) for item in basket]
+    rows = [(user_ids[u], b, item) for u, baskets in enumerate(history.baskets) for b, basket in enumerate(baskets[-MAX_BASKETS:]) for item in basket]
     return pd.DataFrame(rows, columns=["user_id", "basket", "item"]).astype({"user_id": str, "basket": np.int32, "item": np.int64})
 
 
@@ -112,12 +112,12 @@ def export_run(run_dir: Path, config: ExportConfig, log=print) -> ExportResult:
     rng = np.random.default_rng(0)
     try:
         tol = config.parity_tolerance
-        parity = {"encoder": _export_checked("encoder", plan.encoder, plan.example, plan.dynamic, "user_vector", staging,
+        parity = {"encoder": export_checked("encoder", plan.encoder, plan.example, plan.dynamic, "user_vector", staging,
                                              _random_cases(plan, len(catalog), rng) + _real_cases(plan, split), tol)}  # fmt: skip
         for name, module in plan.extra.items():
             example = plan.extra_examples[name]
             cases = [{k: rng.integers(1, len(catalog) + 1, n).astype(np.int64) for k in example} for n in (1, 17, 256)]
-            parity[name] = _export_checked(name, module, example, plan.extra_dynamic[name], "item_vector", staging, cases, tol)
+            parity[name] = export_checked(name, module, example, plan.extra_dynamic[name], "item_vector", staging, cases, tol)
         np.save(staging / "item_vectors.npy", plan.item_vectors.astype(np.float32))
         log(f"exported the encoder: max abs error vs torch {parity['encoder'].max_abs_error:.2e}")
 
@@ -126,7 +126,7 @@ def export_run(run_dir: Path, config: ExportConfig, log=print) -> ExportResult:
         log(f"ranker: {groups[-1] + 1} training lists, {len(labels)} candidates, {labels.mean():.3f} positive")
         ranker = fit_ranker(features, labels, groups, config.ranker).eval()
         cases = [features[:1], features[: min(len(features), 150)], rng.normal(size=(64, len(FEATURE_NAMES))).astype(np.float32)]
-        parity["ranker"] = _export_checked("ranker", ranker, {"features": torch.from_numpy(features[:8])}, {"features": {0: "batch"}}, "scores",
+        parity["ranker"] = export_checked("ranker", ranker, {"features": torch.from_numpy(features[:8])}, {"features": {0: "batch"}}, "scores",
                                            staging, [{"features": c} for c in cases], tol)  # fmt: skip
 
         test_retrieval = Retrieval(encoder, plan.item_vectors, ItemTable.from_history(split.test.history, catalog), config.retrieval)
@@ -134,7 +134,7 @@ def export_run(run_dir: Path, config: ExportConfig, log=print) -> ExportResult:
         retrieval_only = evaluate_serving(test_retrieval, None, split.test, KS, LIST_LENGTH).summary
 
         ItemTable.from_history(split.full, catalog).save(staging / "items.parquet")
-        user_baskets_frame(split).to_parquet(staging / "user_baskets.parquet", index=False)
+        user_baskets_frame(split.full, split.user_ids).to_parquet(staging / "user_baskets.parquet", index=False)
         write_model_repository(staging / "triton", {"encoder": staging / "encoder.onnx", "ranker": staging / "ranker.onnx"}, gpu=config.gpu)
         manifest = {
             "source_run": str(run_dir),

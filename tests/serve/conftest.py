@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -14,14 +12,6 @@ from pathlib import Path
 import pytest
 import redis
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel sends SIGTERM to redis-server if pytest dies first
-    (SIGKILL, a CI timeout), when the fixture's teardown never runs."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -30,24 +20,28 @@ def _free_port() -> int:
 
 
 def _start(binary: str, workdir: Path) -> tuple[subprocess.Popen, str]:
-    """Start redis-server and wait until it answers PING; raise RuntimeError with its log if it dies."""
+    """Start redis-server and wait until it answers; raise RuntimeError with its log if it does not."""
     port = _free_port()
     log = workdir / f"redis-{port}.log"
+    # setpriv (util-linux) makes the kernel SIGTERM redis-server if pytest dies first (SIGKILL, a CI
+    # timeout), when the fixture's teardown never runs; it then execs redis-server in the same process.
+    die_with_parent = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        [*die_with_parent, binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(workdir), "--logfile", str(log), "--daemonize", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.2)
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.2, socket_timeout=0.2)
     deadline = time.monotonic() + 10
     try:
         while proc.poll() is None and time.monotonic() < deadline:
             try:
-                client.ping()
-                return proc, url
-            except redis.ConnectionError:
-                time.sleep(0.05)
+                if client.info("server")["process_id"] == proc.pid:  # ours, not another server on the port
+                    return proc, url
+            except redis.RedisError:
+                pass
+            time.sleep(0.05)
     finally:
         client.close()
     _stop(proc)
