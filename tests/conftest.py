@@ -1,9 +1,29 @@
-"""Shared fixtures: the real Instacart sample (loaded once) and a tiny hand-made shop."""
+"""Shared fixtures: the real Instacart sample (loaded once), a tiny hand-made shop, one Ray cluster,
+a tiny trained run and its exported registry version."""
 
 from __future__ import annotations
 
+import os
+import socket
+from pathlib import Path
+
 import pandas as pd
 import pytest
+
+from hyperrec.serve.config import ServeConfig
+from hyperrec.serve.ray_env import serve_environment
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Ray Serve reads its ingress settings once, from the environment of the process that starts Ray:
+# they are set here, before any test imports ray.serve or starts the session's cluster.
+SERVE_PORT = free_port()
+os.environ.update(serve_environment(ServeConfig(port=SERVE_PORT)))
 
 from hyperrec.data.catalog import catalog_from_items
 from hyperrec.data.dataset import Dataset
@@ -47,6 +67,28 @@ def ray_cluster():
     ray.init(num_cpus=2, configure_logging=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def trained_run(ray_cluster, tmp_path_factory):
+    """A tiny SASRec trained with Ray Train on 2 workers: (run directory, record)."""
+    from hyperrec.config import ExperimentConfig
+    from hyperrec.train.launcher import run_training
+
+    tmp = tmp_path_factory.mktemp("train")
+    config = ExperimentConfig.model_validate(tiny_training_config(tmp, num_workers=2))
+    record = run_training(config)
+    return Path(config.tracking.runs_dir).resolve() / record["run"], record
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run, tmp_path_factory):
+    """`trained_run` exported into a fresh registry: the ExportResult of v0001."""
+    from hyperrec.train.export import ExportConfig, export_run
+
+    registry = tmp_path_factory.mktemp("registry")
+    config = ExportConfig(registry=registry, cutoffs=3, ranker={"epochs": 3, "hidden": [16]})
+    return export_run(trained_run[0], config, log=lambda *_: None)
 
 
 def tiny_training_config(tmp_path, **train) -> dict:

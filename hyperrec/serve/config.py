@@ -59,8 +59,10 @@ class ServeConfig(StrictModel):
         "direct", description="direct: the ingress replica listens on `port` itself (Ray Serve direct ingress); proxy: Serve's HTTP proxy in front"
     )
     ingress_drain_s: float = Field(1.0, ge=0, description="direct ingress: how long a stopping replica keeps answering (raise it behind a load balancer)")
-    topology: Literal["deployments", "single"] = Field(
-        "deployments", description="deployments: retrieval and batched ranking are deployments of their own; single: both run inside the ingress replica (one hop less, no cross-request batching)"
+    topology: Literal["single", "deployments"] = Field(
+        "single",
+        description="single: retrieval and ranking run inside the ingress replica (the fastest on a few cores); "
+        "deployments: each is a deployment of its own, ranking batched across requests with @serve.batch (scale-out, GPU rankers)",
     )
     ingress_replicas: int = Field(1, ge=1, description="more than 1 needs store.kind: redis (each replica would have its own memory store)")
     ranking_replicas: int = Field(1, ge=1)

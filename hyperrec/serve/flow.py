@@ -209,7 +209,10 @@ class RecommendFlow:
                 self.store.reset_shown(event.user_id, [item])
             elif kind == "stock_change":
                 self.store.set_stock(item, event.stock)
-                self.cache.invalidate_item(item)
+                if event.stock <= 0:
+                    self.cache.invalidate_item(item)
+                else:  # back in stock: it may belong in anyone's candidates, cached ones were retrieved without it
+                    self.cache.clear()
             elif kind == "price_change":
                 self.store.set_price(item, event.price)
                 self.cache.invalidate_item(item)

@@ -15,6 +15,7 @@ import sys
 from hyperrec.serve.config import ServeConfig
 
 GRPC_PORT_OFFSET = 1000  # direct ingress also opens a gRPC port per ingress replica
+PROXY_PORT_OFFSET = 2000  # Serve's own HTTP port, unused with direct ingress but still bound
 
 
 def serve_environment(config: ServeConfig) -> dict[str, str]:

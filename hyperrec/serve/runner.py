@@ -10,7 +10,7 @@ from ray import serve
 
 from hyperrec.serve.app import QUIET_LOGS, build_app
 from hyperrec.serve.config import ServeConfig
-from hyperrec.serve.ray_env import prepare_environment
+from hyperrec.serve.ray_env import PROXY_PORT_OFFSET, prepare_environment
 
 APP_NAME = "hyperrec"
 
@@ -20,7 +20,10 @@ def start(config: ServeConfig, num_cpus: int | None = None, timeout_s: float = 1
     prepare_environment(config)
     if not ray.is_initialized():
         ray.init(num_cpus=num_cpus, configure_logging=False, include_dashboard=False)
-    serve.start(http_options={"host": config.host, "port": config.port}, logging_config=QUIET_LOGS)
+    # Direct ingress: the ingress replica binds `port` itself; Serve still reserves its own HTTP
+    # port (a bind there fails the replica), so that one is moved out of the way.
+    http_port = config.port + PROXY_PORT_OFFSET if config.ingress == "direct" else config.port
+    serve.start(http_options={"host": config.host, "port": http_port}, logging_config=QUIET_LOGS)
     serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
     url = f"http://{config.host}:{config.port}"
     deadline = time.time() + timeout_s

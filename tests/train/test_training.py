@@ -10,7 +10,7 @@ import yaml
 from hyperrec.cli import main
 from hyperrec.config import ConfigError, ExperimentConfig, SweepConfig, load_config
 from hyperrec.train.compare import compare_runs
-from hyperrec.train.launcher import latest_checkpoint, run_training
+from hyperrec.train.launcher import latest_checkpoint
 from hyperrec.train.loop import load_checkpoint, train_loop
 from hyperrec.train.model_factory import build_model, model_config
 from hyperrec.train.sweep import run_sweep
@@ -34,14 +34,6 @@ class DiskReporter:
 
     def restored_checkpoint(self):
         return self.restore
-
-
-@pytest.fixture(scope="module")
-def trained_run(ray_cluster, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("train")
-    config = ExperimentConfig.model_validate(tiny_training_config(tmp, num_workers=2))
-    record = run_training(config)
-    return Path(config.tracking.runs_dir).resolve() / record["run"], record
 
 
 def test_two_worker_ray_train_run_writes_a_complete_run(trained_run):

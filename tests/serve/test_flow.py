@@ -1,0 +1,164 @@
+"""The request flow in process (no Ray): policy, online features, fallbacks, events, model swap, Triton backend."""
+
+import asyncio
+from pathlib import Path
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from hyperrec.data.offline_store import OfflineStore
+from hyperrec.registry import Registry
+from hyperrec.serve.config import ServeConfig
+from hyperrec.serve.flow import LocalStages, RecommendFlow
+from hyperrec.serve.online_store import MemoryStore
+from hyperrec.serve.schemas import RecommendRequest
+from hyperrec.train.export import ExportConfig, export_run
+
+NOW = datetime(2026, 11, 27, 12, tzinfo=timezone.utc).isoformat()
+
+
+def make_flow(exported, tmp_path, **settings) -> RecommendFlow:
+    config = ServeConfig.model_validate({"registry": str(exported.path.parent), "version": exported.version, "event_log": str(tmp_path / "log")} | settings)
+    flow = RecommendFlow(config, MemoryStore(), LocalStages(Registry(config.registry), config))
+    asyncio.run(flow.start())
+    return flow
+
+
+def ask(flow: RecommendFlow, user: str, k: int = 10, **fields):
+    return asyncio.run(flow.recommend(RecommendRequest(user_id=user, k=k, **fields)))
+
+
+def known_user(flow: RecommendFlow) -> str:
+    return sorted(flow.store._baskets)[0]
+
+
+def purchase(user: str, item: str, order: str) -> dict:
+    return {"event_type": "purchase", "user_id": user, "session_id": order, "order_id": order, "item_id": item, "timestamp": NOW}
+
+
+def test_known_user_gets_a_ranked_explained_list(exported, tmp_path):
+    flow = make_flow(exported, tmp_path)
+    answer = ask(flow, known_user(flow), k=10)
+    assert answer.served_by == "ranker" and answer.model_version == exported.version and not answer.degraded
+    ids = [i.item_id for i in answer.items]
+    assert len(ids) == 10 == len(set(ids))
+    assert all(i.reason for i in answer.items) and len(answer.trace_id) == 16
+    bought = {flow.items[flow.current].table.item_ids[i] for b in flow.store._baskets[known_user(flow)] for i in b}
+    assert any(i.reason.startswith("you b") for i in answer.items if i.item_id in bought)
+
+
+def test_unknown_user_gets_popular_items_not_an_error(exported, tmp_path):
+    flow = make_flow(exported, tmp_path)
+    answer = ask(flow, "never-seen", k=5)
+    items = flow.items[flow.current]
+    assert answer.served_by == "popularity" and [i.item_id for i in answer.items] == list(items.table.item_ids[items.popular[:5]])
+
+
+def test_a_purchase_changes_the_next_answer_and_reaches_the_event_log(exported, tmp_path):
+    flow = make_flow(exported, tmp_path)
+    table = flow.items[flow.current].table
+    newcomer_item = table.item_ids[flow.items[flow.current].popular[-1]]  # the least popular item
+    result = flow.ingest([purchase("newcomer", newcomer_item, "o1"), {"event_type": "purchase", "user_id": "x"}])
+    assert result.accepted == 1 and result.rejected[0]["index"] == 1 and "timestamp" in result.rejected[0]["reason"]
+    answer = ask(flow, "newcomer", k=10)
+    assert answer.served_by == "ranker"
+    assert newcomer_item in [i.item_id for i in answer.items if i.reason == "you bought this before"]
+    logged = OfflineStore(tmp_path / "log").read()
+    assert list(logged["item_id"]) == [newcomer_item] and list(logged["user_id"]) == ["newcomer"]
+
+
+def test_stock_events_and_exclusions_filter_the_list_even_when_cached(exported, tmp_path):
+    flow = make_flow(exported, tmp_path)
+    user = known_user(flow)
+    first = [i.item_id for i in ask(flow, user, k=5).items]
+    assert len(flow.cache) == 1
+    flow.ingest([{"event_type": "stock_change", "item_id": first[0], "stock": 0, "timestamp": NOW}])
+    assert len(flow.cache) == 0  # the entry holding the item was dropped
+    second = [i.item_id for i in ask(flow, user, k=5, exclude=[first[1]]).items]
+    assert first[0] not in second and first[1] not in second
+    assert first[0] not in [i.item_id for i in ask(flow, "never-seen", k=50).items]
+    flow.ingest([{"event_type": "stock_change", "item_id": first[0], "stock": 3, "timestamp": NOW}])
+    assert first[0] in [i.item_id for i in ask(flow, user, k=5).items]
+
+
+def test_frequency_cap_holds_back_items_shown_without_a_click(exported, tmp_path):
+    flow = make_flow(exported, tmp_path, policy={"frequency_cap": 2, "diversity": 0.0})
+    user = known_user(flow)
+    first = [i.item_id for i in ask(flow, user, k=3).items]
+    assert [i.item_id for i in ask(flow, user, k=3).items] == first  # shown once: still in
+    third = [i.item_id for i in ask(flow, user, k=3).items]
+    assert not set(first) & set(third)  # shown twice without a click: held back
+    flow.ingest([{"event_type": "click", "user_id": user, "session_id": "s", "item_id": first[0], "timestamp": NOW}])
+    assert first[0] in [i.item_id for i in ask(flow, user, k=3).items]
+
+
+def test_category_cap_and_diversity_spread_the_list(exported, tmp_path):
+    plain = make_flow(exported, tmp_path, policy={"diversity": 0.0, "frequency_cap": None})
+    user = known_user(plain)
+    table = plain.items[plain.current].table
+    categories = lambda answer: [table.category[plain.items[plain.current].index[i.item_id]] for i in answer.items]  # noqa: E731
+    capped = make_flow(exported, tmp_path, policy={"diversity": 0.0, "max_per_category": 1, "frequency_cap": None})
+    spread = categories(ask(capped, user, k=5))
+    assert len(set(spread)) == 5
+    relevance_only = ask(plain, user, k=10)
+    diverse = ask(make_flow(exported, tmp_path, policy={"diversity": 0.9, "diversity_by": "category", "frequency_cap": None}), user, k=10)
+    assert len(set(categories(diverse))) >= len(set(categories(relevance_only)))
+
+
+def test_margin_weight_promotes_high_margin_items(exported, tmp_path):
+    user = None
+    lists = {}
+    for weight in (0.0, 50.0):
+        flow = make_flow(exported, tmp_path, policy={"margin_weight": weight, "diversity": 0.0, "frequency_cap": None})
+        user = user or known_user(flow)
+        items = flow.items[flow.current]
+        lists[weight] = np.mean([items.table.margin[items.index[i.item_id]] for i in ask(flow, user, k=10).items])
+    assert lists[50.0] > lists[0.0]
+
+
+def test_ranking_failure_and_overrun_degrade_to_popularity_and_say_so(exported, tmp_path):
+    flow = make_flow(exported, tmp_path, budgets={"ranking_ms": 50})
+    user = known_user(flow)
+    asyncio.run(flow.stages.set_fault("ranking", "error", 0, None))
+    answer = ask(flow, user, k=5)
+    assert answer.served_by == "popularity" and "injected failure" in answer.degraded[0] and len(answer.items) == 5
+    asyncio.run(flow.stages.set_fault("ranking", "delay", 500, None))
+    answer = ask(flow, user, k=5)
+    assert answer.served_by == "popularity" and "over its 50 ms budget" in answer.degraded[0]
+    asyncio.run(flow.stages.set_fault("ranking", "none", 0, None))
+    asyncio.run(flow.stages.set_fault("retrieval", "error", 0, None))
+    flow.cache.clear()
+    answer = ask(flow, user, k=5)
+    assert answer.served_by == "popularity" and answer.degraded[0].startswith("retrieval")
+
+
+@pytest.fixture(scope="module")
+def second_version(exported):
+    """A second version in the same registry (not promoted): what a hot swap loads."""
+    config = ExportConfig(registry=exported.path.parent, cutoffs=2, ranker={"epochs": 1, "hidden": [8]}, promote=False)
+    return export_run(Path(exported.manifest["source_run"]), config, log=lambda *_: None)
+
+
+def test_swap_keeps_the_previous_version_as_last_good_fallback(exported, second_version, tmp_path):
+    flow = make_flow(exported, tmp_path)
+    user = known_user(flow)
+    assert asyncio.run(flow.swap(second_version.version)) == second_version.version
+    assert (flow.current, flow.last_good) == (second_version.version, exported.version)
+    assert ask(flow, user).model_version == second_version.version
+    asyncio.run(flow.stages.set_fault("ranking", "error", 0, second_version.version))  # only the new version fails
+    answer = ask(flow, user, k=5)
+    assert answer.served_by == "last_good" and answer.model_version == exported.version and second_version.version in answer.degraded[0]
+
+
+def test_triton_backend_serves_the_same_answer(exported, tmp_path):
+    from hyperrec.serve.triton_client import TritonSidecar
+
+    with TritonSidecar(exported.path / "triton") as sidecar:
+        flow = make_flow(exported, tmp_path, ranking={"backend": "triton", "triton_url": sidecar.url}, policy={"frequency_cap": None})
+        user = known_user(flow)
+        via_triton = ask(flow, user, k=10)
+        in_process = ask(make_flow(exported, tmp_path, policy={"frequency_cap": None}), user, k=10)
+    assert via_triton.served_by == "ranker" and not via_triton.degraded
+    assert [i.item_id for i in via_triton.items] == [i.item_id for i in in_process.items]
+    np.testing.assert_allclose([i.score for i in via_triton.items], [i.score for i in in_process.items], atol=1e-4)
