@@ -185,7 +185,8 @@ class RecommendFlow:
         except asyncio.TimeoutError:
             raise StageFailed(f"{name}: over its {budget_ms:g} ms budget") from None
         except Exception as exc:  # a failing stage degrades the answer, it never fails the request
-            raise StageFailed(f"{name}: {type(exc).__name__}: {exc}".splitlines()[0][:300]) from None
+            cause = getattr(exc, "cause", None) or exc  # a Ray task error wraps the stage's own exception
+            raise StageFailed(f"{name}: {type(cause).__name__}: {cause}".splitlines()[0][:300]) from None
 
     # -- events ------------------------------------------------------------------------------
 

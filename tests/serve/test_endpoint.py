@@ -1,0 +1,133 @@
+"""The HTTP endpoint end to end on the session's real Ray cluster (Ray Serve, direct ingress).
+
+The main app runs the `deployments` topology (retrieval and @serve.batch ranking deployments behind
+the ingress), so the handle path, batching and fault broadcast are what these tests go through;
+test_endpoint_redis.py checks the default `single` topology with the Redis-backed online store.
+"""
+
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hyperrec.serve.config import ServeConfig
+from hyperrec.train.export import ExportConfig, export_run
+from tests.conftest import SERVE_PORT
+
+NOW = datetime(2026, 11, 27, 12, tzinfo=timezone.utc).isoformat()
+
+
+def serve_config(exported, tmp_path, **settings) -> ServeConfig:
+    base = {"registry": str(exported.path.parent), "version": exported.version, "port": SERVE_PORT, "event_log": str(tmp_path / "log"),
+            "fault_injection": True, "budgets": {"ranking_ms": 300, "retrieval_ms": 300}}  # fmt: skip
+    return ServeConfig.model_validate(base | settings)
+
+
+@pytest.fixture(scope="module")
+def endpoint(ray_cluster, exported, tmp_path_factory):
+    from hyperrec.serve.runner import start, stop
+
+    url = start(serve_config(exported, tmp_path_factory.mktemp("serve"), topology="deployments", ranking={"max_batch_size": 8, "batch_wait_ms": 2}))
+    with httpx.Client(base_url=url, timeout=30) as client:
+        yield client
+    stop()
+
+
+def some_user(exported) -> str:
+    import pandas as pd
+
+    return str(pd.read_parquet(exported.path / "user_baskets.parquet")["user_id"].iloc[0])
+
+
+def test_recommend_health_metrics_and_docs(endpoint, exported):
+    answer = endpoint.post("/recommend", json={"user_id": some_user(exported), "k": 7, "context": {"device": "ios"}})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["served_by"] == "ranker" and body["model_version"] == exported.version and len(body["items"]) == 7
+    assert {"item_id", "score", "reason"} <= set(body["items"][0]) and body["trace_id"]
+    assert endpoint.get("/healthz").json() == {"status": "ok"}
+    assert endpoint.get("/readyz").json()["model_version"] == exported.version
+    assert 'hyperrec_recommend_requests_total{served_by="ranker"}' in endpoint.get("/metrics").text
+    assert "/recommend" in endpoint.get("/openapi.json").json()["paths"]
+
+
+def test_bad_input_gets_a_4xx_naming_the_field(endpoint):
+    bad_json = endpoint.post("/recommend", content=b"{not json", headers={"content-type": "application/json"})
+    assert bad_json.status_code == 422
+    wrong_type = endpoint.post("/recommend", json={"user_id": "u", "k": "ten"})
+    assert wrong_type.status_code == 422 and any("body.k" in p for p in wrong_type.json()["problems"])
+    bad_device = endpoint.post("/recommend", json={"user_id": "u", "context": {"device": "fridge"}})
+    assert bad_device.status_code == 422 and any("body.context.device" in p for p in bad_device.json()["problems"])
+    assert endpoint.post("/recommend", json={"k": 3}).status_code == 422
+    too_long = endpoint.post("/recommend", json={"user_id": "u", "k": 1000})
+    assert too_long.status_code == 422 and "max_k" in too_long.json()["detail"]
+    oversize = endpoint.post("/events", json=[{"event_type": "view"}] * 1001)
+    assert oversize.status_code == 413 and "at most 1000" in oversize.json()["detail"]
+    all_bad = endpoint.post("/events", json=[{"event_type": "purchase", "user_id": "u"}])
+    assert all_bad.status_code == 422 and all_bad.json()["accepted"] == 0
+    assert endpoint.post("/events", json={"not": "a list"}).status_code == 422
+
+
+def test_unknown_user_and_events_that_change_the_next_answer(endpoint, exported):
+    cold = endpoint.post("/recommend", json={"user_id": "brand-new", "k": 5}).json()
+    assert cold["served_by"] == "popularity" and len(cold["items"]) == 5
+    bought = cold["items"][-1]["item_id"]
+    event = {"event_type": "purchase", "user_id": "brand-new", "session_id": "s1", "order_id": "o1", "item_id": bought, "timestamp": NOW}
+    assert endpoint.post("/events", json=[event]).json() == {"accepted": 1, "rejected": [], "unknown_items": 0}
+    warm = endpoint.post("/recommend", json={"user_id": "brand-new", "k": 5}).json()
+    assert warm["served_by"] == "ranker"
+    assert bought in [i["item_id"] for i in warm["items"] if i["reason"] == "you bought this before"]
+    sold_out = {"event_type": "stock_change", "item_id": bought, "stock": 0, "timestamp": NOW}
+    assert endpoint.post("/events", json=[sold_out]).status_code == 200
+    assert bought not in [i["item_id"] for i in endpoint.post("/recommend", json={"user_id": "brand-new", "k": 20}).json()["items"]]
+
+
+def test_ranking_failure_and_timeout_fall_back_and_say_so(endpoint, exported):
+    user = some_user(exported)
+    try:
+        assert endpoint.post("/admin/faults", json={"stage": "ranking", "mode": "error"}).status_code == 200
+        failed = endpoint.post("/recommend", json={"user_id": user, "k": 5}).json()
+        assert failed["served_by"] == "popularity" and "injected failure" in failed["degraded"][0] and len(failed["items"]) == 5
+        endpoint.post("/admin/faults", json={"stage": "ranking", "mode": "delay", "delay_ms": 2000})
+        slow = endpoint.post("/recommend", json={"user_id": user, "k": 5}).json()
+        assert slow["served_by"] == "popularity" and "budget" in slow["degraded"][0]
+    finally:
+        endpoint.post("/admin/faults", json={"stage": "ranking", "mode": "none"})
+    assert endpoint.post("/recommend", json={"user_id": user, "k": 5}).json()["served_by"] == "ranker"
+    assert 'hyperrec_recommend_requests_total{served_by="popularity"}' in endpoint.get("/metrics").text
+
+
+def test_hot_swap_under_load_fails_no_request(endpoint, exported):
+    second = export_run(
+        Path(exported.manifest["source_run"]),
+        ExportConfig(registry=exported.path.parent, cutoffs=2, ranker={"epochs": 1, "hidden": [8]}, promote=False),
+        log=lambda *_: None,
+    )
+    user = some_user(exported)
+    statuses, versions, stop = [], set(), threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=str(endpoint.base_url), timeout=30) as client:
+            while not stop.is_set():
+                response = client.post("/recommend", json={"user_id": user, "k": 5})
+                statuses.append(response.status_code)
+                versions.add(response.json().get("model_version"))
+                time.sleep(0.01)
+
+    workers = [threading.Thread(target=load) for _ in range(3)]
+    for w in workers:
+        w.start()
+    time.sleep(0.5)
+    swapped = endpoint.post("/admin/model", json={"version": second.version})
+    time.sleep(0.5)
+    stop.set()
+    for w in workers:
+        w.join()
+    assert swapped.status_code == 200 and swapped.json() == {"model_version": second.version, "last_good": exported.version}
+    assert statuses and set(statuses) == {200}
+    assert versions == {exported.version, second.version}
+    assert endpoint.post("/admin/model", json={"version": "v0999"}).status_code == 409
+    endpoint.post("/admin/model", json={"version": exported.version})

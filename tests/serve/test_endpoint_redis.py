@@ -1,0 +1,30 @@
+"""The default `single` topology on a real Ray cluster, with the online store in a real Redis."""
+
+import httpx
+import pytest
+
+from hyperrec.serve.redis_store import RedisStore
+from tests.serve.test_endpoint import NOW, serve_config, some_user
+
+
+@pytest.fixture(scope="module")
+def redis_endpoint(ray_cluster, exported, redis_url, tmp_path_factory):
+    from hyperrec.serve.runner import start, stop
+
+    config = serve_config(exported, tmp_path_factory.mktemp("serve"), store={"kind": "redis", "redis_url": redis_url, "namespace": "endpoint-test"})
+    with httpx.Client(base_url=start(config), timeout=30) as client:
+        yield client
+    stop()
+
+
+def test_events_land_in_redis_and_change_the_next_answer(redis_endpoint, exported, redis_url):
+    client = redis_endpoint
+    item = client.post("/recommend", json={"user_id": "redis-user", "k": 3}).json()["items"][0]["item_id"]
+    event = {"event_type": "purchase", "user_id": "redis-user", "session_id": "s", "order_id": "o9", "item_id": item, "timestamp": NOW}
+    assert client.post("/events", json=[event]).json()["accepted"] == 1
+    answer = client.post("/recommend", json={"user_id": "redis-user", "k": 3}).json()
+    assert answer["served_by"] == "ranker" and item in [i["item_id"] for i in answer["items"]]
+    stored = RedisStore(redis_url, "endpoint-test").users(["redis-user", some_user(exported)])
+    assert stored[0] is not None and stored[0].n_baskets == 1
+    assert stored[1] is not None and stored[1].n_baskets > 0  # the export's users were seeded into Redis at start
+    assert client.get("/readyz").status_code == 200
