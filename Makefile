@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TRITON_VENV := .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.installed
 
-.PHONY: setup triton-setup test demo clean
+.PHONY: setup triton-setup test demo demo-ci bench clean
 
 setup: $(STAMP) $(TRITON_STAMP)
 
@@ -33,6 +33,13 @@ test: setup
 
 demo: setup
 	$(BIN)/hyperrec demo
+
+# The same demo without the interactive wait: the endpoint stops after the example requests.
+demo-ci: setup
+	$(BIN)/hyperrec demo --no-wait
+
+bench: setup
+	$(BIN)/hyperrec bench
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) experiments/runs experiments/results

@@ -123,13 +123,9 @@ def cmd_data_ingest(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from hyperrec.train.eval_run import run_eval
+    from hyperrec.demo import run_demo
 
-    console = _console()
-    console.rule("hyperrec demo: baselines on the real Instacart sample (full ranking, last basket held out)")
-    report = run_eval(load_config(DEMO_CONFIG, args.overrides), console)
-    best = report.table["recall@10"].astype(float).idxmax()
-    console.print(f"best by recall@10: [bold]{best}[/] ({report.table.loc[best, 'recall@10']:.4f})")
+    run_demo(_console(), args.port, wait=not args.no_wait, registry=args.registry, overrides=args.overrides)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -257,7 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="serve settings, e.g. ranking.max_batch_size=64")
     p.set_defaults(func=cmd_bench)
 
-    p = commands.add_parser("demo", help="baselines on the real Instacart sample: the table the models must beat")
+    p = commands.add_parser("demo", help="Instacart: baselines, a short SASRec run, export, the endpoint and an example request")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--registry", type=Path, default=Path("experiments/registry"))
+    p.add_argument("--no-wait", action="store_true", help="stop the endpoint after the example requests (CI, scripts)")
     with_overrides(p)
     p.set_defaults(func=cmd_demo)
     return parser
