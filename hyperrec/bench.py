@@ -21,7 +21,6 @@ import pandas as pd  # noqa: E402
 import ray  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from hyperrec.models.serving_pipeline import RetrievalConfig  # noqa: E402
 from hyperrec.registry import Registry  # noqa: E402
 from hyperrec.serve.bundle import user_baskets  # noqa: E402
 from hyperrec.serve.config import ServeConfig  # noqa: E402

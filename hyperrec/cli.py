@@ -144,18 +144,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     overrides = [f"registry={args.registry}", f"version={args.version}", f"port={args.port}", f"host={args.host}", *args.overrides]
     config = load_serve_config(args.config, overrides)
     prepare_environment(config)  # before Ray Serve is imported
-    from hyperrec.serve.runner import start, stop
+    from hyperrec.serve.runner import start, wait_then_stop
 
-    console = _console()
     url = start(config)
-    console.print(f"serving {config.registry} ({config.version}) at [bold]{url}[/] (docs: {url}/docs); Ctrl-C stops")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        console.print("stopping")
-    finally:
-        stop()
+    _console().print(f"serving {config.registry} ({config.version}) at [bold]{url}[/] (docs: {url}/docs); Ctrl-C stops")
+    wait_then_stop()
 
 
 def cmd_bench(args: argparse.Namespace) -> None:

@@ -8,7 +8,6 @@ and the answer it changes. The endpoint then stays up until Ctrl-C (`--no-wait`:
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -26,7 +25,7 @@ TRAINING = CONFIGS / "train" / "sasrec_demo.yaml"
 def run_demo(console: Console, port: int, wait: bool, registry: Path, overrides: list[str]) -> None:
     serve_config = ServeConfig(registry=registry, port=port)
     prepare_environment(serve_config)  # before Ray starts: the endpoint shares the cluster training starts
-    from hyperrec.serve.runner import start, stop
+    from hyperrec.serve.runner import start, stop, wait_then_stop
     from hyperrec.train.eval_run import run_eval
     from hyperrec.train.export import ExportConfig, export_run
     from hyperrec.train.export_report import print_export
@@ -49,13 +48,13 @@ def run_demo(console: Console, port: int, wait: bool, registry: Path, overrides:
     url = start(serve_config)
     try:
         show_requests(console, url, result.path)
-        if wait:
-            console.print(f"serving at [bold]{url}[/] (API docs: {url}/docs). Ctrl-C stops.")
-            while True:
-                time.sleep(3600)
-    except KeyboardInterrupt:
-        console.print("stopping")
-    finally:
+    except BaseException:
+        stop()
+        raise
+    if wait:
+        console.print(f"serving at [bold]{url}[/] (API docs: {url}/docs). Ctrl-C stops.")
+        wait_then_stop()
+    else:
         stop()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import httpx
@@ -18,6 +19,7 @@ APP_NAME = "hyperrec"
 def start(config: ServeConfig, num_cpus: int | None = None, timeout_s: float = 120.0) -> str:
     """Deploy the app (starting a local Ray if none is running); returns its base URL once /readyz answers."""
     prepare_environment(config)
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its "ready at" line names Serve's own port, not ours
     if not ray.is_initialized():
         ray.init(num_cpus=num_cpus, configure_logging=False, include_dashboard=False)
     # Direct ingress: the ingress replica binds `port` itself; Serve still reserves its own HTTP
@@ -40,3 +42,14 @@ def start(config: ServeConfig, num_cpus: int | None = None, timeout_s: float = 1
 
 def stop() -> None:
     serve.shutdown()
+
+
+def wait_then_stop() -> None:
+    """Block while the endpoint serves, until Ctrl-C; then shut it down."""
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
