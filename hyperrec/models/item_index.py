@@ -8,12 +8,14 @@ version and stays on the CPU.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import faiss
 import numpy as np
 
 IndexKind = Literal["auto", "exact", "hnsw", "ivf"]
+INDEX_FILE = "item_index.faiss"  # a registry version's saved index; its settings are the manifest's "index"
 
 
 def single_threaded() -> None:
@@ -54,3 +56,22 @@ def build_index(
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     index.add(vectors)
     return index
+
+
+def save_index(index: faiss.Index, path: Path) -> None:
+    """Write a (CPU copy of an) index: serving loads it instead of building it again."""
+    if gpu_count() > 0 and hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
+        index = faiss.index_gpu_to_cpu(index)
+    faiss.write_index(index, str(path))
+
+
+def load_index(path: Path, use_gpu: bool = False) -> faiss.Index:
+    index = faiss.read_index(str(path))
+    if use_gpu and gpu_count() > 0 and not isinstance(index, faiss.IndexHNSW):
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    return index
+
+
+def index_settings(kind: IndexKind, ann_threshold: int) -> dict:
+    """What decides which index gets built: a saved index is reused when these match."""
+    return {"index": kind, "ann_threshold": ann_threshold}

@@ -84,6 +84,8 @@ class ItemColumns:
     """Per-item feature columns derived once from an `ItemTable` (popularity rank, log price, ...)."""
 
     def __init__(self, table: ItemTable):
+        self.n_categories = int(table.category.max()) + 1 if len(table) else 1
+        self.has_categories = self.n_categories > 1
         rank = np.empty(len(table), np.int64)
         rank[table.popular_order()] = np.arange(len(table))
         self.inv_rank = 1.0 / (1.0 + rank)
@@ -107,8 +109,8 @@ def candidate_features(
         last_ago[hit] = ago[at[hit]]
     n_baskets = max(state.n_baskets, 1)
     category_share = np.zeros(n)
-    if len(bought) and table.category.any():
-        user_categories = np.bincount(table.category[bought], weights=counts, minlength=int(table.category.max()) + 1)
+    if len(bought) and columns.has_categories:
+        user_categories = np.bincount(table.category[bought], weights=counts, minlength=columns.n_categories)
         user_categories[0] = 0.0  # "unknown" is not a taste
         category_share = user_categories[table.category[items]] / max(counts.sum(), 1)
     columns = (

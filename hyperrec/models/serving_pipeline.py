@@ -101,24 +101,33 @@ class Candidates:
     repeat: np.ndarray  # bool: the user bought it before
     features: np.ndarray
 
-    def __len__(self) -> int:
-        return len(self.items)
-
 
 class Retrieval:
-    def __init__(self, encoder: Encoder, item_vectors: np.ndarray, table: ItemTable, config: RetrievalConfig | None = None):
+    """Per request, only work in the size of the candidates: everything that depends on the
+    catalogue size (stock mask, popular order, the index) is prepared once here."""
+
+    def __init__(self, encoder: Encoder, item_vectors: np.ndarray, table: ItemTable, config: RetrievalConfig | None = None, index=None):
         self.encoder = encoder
         self.item_vectors = np.ascontiguousarray(item_vectors, np.float32)
         self.table = table
         self.config = config or RetrievalConfig()
         self.columns = ItemColumns(table)
         self.popular = table.popular_order()
+        self.unavailable = ~table.in_stock  # out of stock in the catalogue
+        self.popular_in_stock = self.popular[table.in_stock[self.popular]]
         c = self.config
-        self.index = build_index(self.item_vectors, c.ann_threshold, kind=c.index, use_gpu=c.use_gpu)
+        self.index = index if index is not None else build_index(self.item_vectors, c.ann_threshold, kind=c.index, use_gpu=c.use_gpu)
 
     def user_vectors(self, states: list[UserState], context: dict[str, np.ndarray]) -> np.ndarray:
         sequences = np.stack([s.sequence(self.encoder.max_len) for s in states]) if states else np.zeros((0, self.encoder.max_len), np.int64)
         return np.ascontiguousarray(self.encoder(sequences, context), np.float32)
+
+    def available(self, items: np.ndarray, blocked: np.ndarray) -> np.ndarray:
+        """`items` that are in stock and not blocked, in their order."""
+        keep = ~self.unavailable[items]
+        if len(blocked):
+            keep &= ~np.isin(items, blocked)
+        return items[keep]
 
     def candidates(
         self, states: list[UserState], context: dict[str, np.ndarray], blocked: np.ndarray | None = None, prices: dict[int, float] | None = None
@@ -126,21 +135,17 @@ class Retrieval:
         """Candidates of each user. `blocked`: item indices nobody may get now (out of stock by
         events), on top of the table's own stock flags; `prices`: current prices set by events."""
         c = self.config
-        mask = ~self.table.in_stock
-        if blocked is not None and len(blocked):
-            mask = mask.copy()
-            mask[blocked] = True
+        blocked = np.asarray(blocked if blocked is not None else [], np.int64)
         vectors = self.user_vectors(states, context)
         ann_k = min(len(self.table), 2 * c.ann_top_n)  # head room for blocked items
         _, ann = self.index.search(vectors, ann_k) if len(states) else (None, np.zeros((0, ann_k), np.int64))
-        popular = self.popular[~mask[self.popular]][: c.popular_top_n]
+        popular = self.available(self.popular_in_stock[: c.popular_top_n + len(blocked)], blocked)[: c.popular_top_n]
         out = []
         for row, state in enumerate(states):
-            found = ann[row][ann[row] >= 0]
-            found = found[~mask[found]][: c.ann_top_n]
+            found = self.available(ann[row][ann[row] >= 0], blocked)[: c.ann_top_n]
             own, counts, ago = state.item_counts()
             own = own[np.lexsort((ago, -counts))][: c.repeat_top_n]
-            items = np.unique(np.concatenate([found, own[~mask[own]], popular]))
+            items = np.unique(np.concatenate([found, self.available(own, blocked), popular]))
             rank_of = {int(item): r for r, item in enumerate(found)}
             ann_rank = np.array([rank_of.get(int(i), -1) for i in items], np.float64)
             score = self.item_vectors[items] @ vectors[row]

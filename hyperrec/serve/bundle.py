@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hyperrec.models.item_index import INDEX_FILE, index_settings, load_index
 from hyperrec.models.serving_features import ItemTable
 from hyperrec.models.serving_pipeline import OnnxEncoder, OnnxScorer, Retrieval, Scorer
 from hyperrec.registry import Registry
@@ -21,7 +22,10 @@ def load_retrieval(registry: Registry, version: str, config: ServeConfig) -> Ret
         encoder = TritonEncoder(config.ranking.triton_url, model="encoder", max_len=manifest["max_len"])
     else:
         encoder = OnnxEncoder(path / "encoder.onnx", manifest["max_len"], threads=config.ranking.threads)
-    return Retrieval(encoder, np.load(path / "item_vectors.npy"), ItemTable.load(path / "items.parquet"), config.retrieval)
+    r = config.retrieval
+    saved = path / INDEX_FILE
+    index = load_index(saved, r.use_gpu) if saved.is_file() and manifest.get("index") == index_settings(r.index, r.ann_threshold) else None
+    return Retrieval(encoder, np.load(path / "item_vectors.npy"), ItemTable.load(path / "items.parquet"), r, index=index)
 
 
 def load_scorer(registry: Registry, version: str, config: ServeConfig) -> Scorer:

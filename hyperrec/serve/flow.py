@@ -67,7 +67,8 @@ class VersionItems:
     def __init__(self, registry: Registry, version: str, config: ServeConfig):
         self.table = load_item_table(registry, version)
         self.index = {item_id: i for i, item_id in enumerate(self.table.item_ids)}
-        self.popular = self.table.popular_order()
+        order = self.table.popular_order()
+        self.popular_in_stock = order[self.table.in_stock[order]]
         self.policy = Policy(config.policy, self.table, np.load(registry.path(version) / "item_vectors.npy"))
 
 
@@ -150,10 +151,10 @@ class RecommendFlow:
             except StageFailed as failure:
                 degraded.append(str(failure))
         if picks is None:
-            picks = popular_picks(items.table, items.popular, _blocked_mask(items, out_of_stock, excluded), request.k)
+            picks = popular_picks(items.table, items.popular_in_stock, np.concatenate([out_of_stock, excluded]), request.k)
         elif len(picks) < request.k:
             taken = np.array([p.item for p in picks], np.int64)
-            picks += popular_picks(items.table, items.popular, _blocked_mask(items, out_of_stock, excluded, taken), request.k - len(picks))
+            picks += popular_picks(items.table, items.popular_in_stock, np.concatenate([out_of_stock, excluded, taken]), request.k - len(picks))
         self.store.add_shown(request.user_id, [p.item for p in picks])
         return RecommendResponse(
             user_id=request.user_id,
@@ -232,10 +233,3 @@ def _drop(candidates: Candidates, blocked: np.ndarray) -> Candidates:
         return candidates
     keep = ~np.isin(candidates.items, blocked)
     return Candidates(candidates.items[keep], candidates.ann_score[keep], candidates.repeat[keep], candidates.features[keep])
-
-
-def _blocked_mask(items: VersionItems, *blocked: np.ndarray) -> np.ndarray:
-    """Items nobody may get now: out of stock in the catalogue, plus the given item indices."""
-    mask = ~items.table.in_stock
-    mask[np.concatenate(blocked)] = True
-    return mask

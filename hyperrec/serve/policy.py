@@ -92,7 +92,8 @@ class Policy:
         return "popular right now"
 
 
-def popular_picks(table: ItemTable, popular: np.ndarray, blocked: np.ndarray, k: int) -> list[Pick]:
-    """The non-personalized answer: the most popular items that are not blocked."""
-    chosen = popular[~blocked[popular]][:k]
+def popular_picks(table: ItemTable, popular_in_stock: np.ndarray, blocked: np.ndarray, k: int) -> list[Pick]:
+    """The non-personalized answer: the most popular items in stock that are not `blocked` (item indices)."""
+    head = popular_in_stock[: k + len(blocked)]
+    chosen = head[~np.isin(head, blocked)][:k]
     return [Pick(int(i), float(table.popularity[i]), "popular right now") for i in chosen]

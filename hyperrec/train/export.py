@@ -30,6 +30,7 @@ from hyperrec.data.sequences import Interactions, Split, make_split
 from hyperrec.data.sources import load_dataset
 from hyperrec.data.user_state import MAX_BASKETS
 from hyperrec.data.windows import recent_items
+from hyperrec.models.item_index import INDEX_FILE, build_index, index_settings, save_index
 from hyperrec.models.ranker import RankerConfig
 from hyperrec.models.serving_features import FEATURE_NAMES, ItemTable
 from hyperrec.models.serving_pipeline import OnnxEncoder, OnnxScorer, Retrieval, RetrievalConfig
@@ -122,14 +123,17 @@ def export_run(run_dir: Path, config: ExportConfig, log=print) -> ExportResult:
         log(f"exported the encoder: max abs error vs torch {parity['encoder'].max_abs_error:.2e}")
 
         encoder = OnnxEncoder(staging / "encoder.onnx", plan.max_len, threads=torch.get_num_threads())
-        features, labels, groups = training_lists(split.test.history, catalog, encoder, plan.item_vectors, config.retrieval, config.cutoffs)
+        r = config.retrieval
+        index = build_index(plan.item_vectors, r.ann_threshold, kind=r.index)
+        save_index(index, staging / INDEX_FILE)
+        features, labels, groups = training_lists(split.test.history, catalog, encoder, plan.item_vectors, r, config.cutoffs, index)
         log(f"ranker: {groups[-1] + 1} training lists, {len(labels)} candidates, {labels.mean():.3f} positive")
         ranker = fit_ranker(features, labels, groups, config.ranker).eval()
         cases = [features[:1], features[: min(len(features), 150)], rng.normal(size=(64, len(FEATURE_NAMES))).astype(np.float32)]
         parity["ranker"] = export_checked("ranker", ranker, {"features": torch.from_numpy(features[:8])}, {"features": {0: "batch"}}, "scores",
                                            staging, [{"features": c} for c in cases], tol)  # fmt: skip
 
-        test_retrieval = Retrieval(encoder, plan.item_vectors, ItemTable.from_history(split.test.history, catalog), config.retrieval)
+        test_retrieval = Retrieval(encoder, plan.item_vectors, ItemTable.from_history(split.test.history, catalog), r, index=index)
         served = evaluate_serving(test_retrieval, OnnxScorer(staging / "ranker.onnx"), split.test, KS, LIST_LENGTH).summary
         retrieval_only = evaluate_serving(test_retrieval, None, split.test, KS, LIST_LENGTH).summary
 
@@ -151,6 +155,7 @@ def export_run(run_dir: Path, config: ExportConfig, log=print) -> ExportResult:
             "run_test_metrics": _run_test_metrics(run_dir),
             "parity": {"passed": True, "tolerance": tol} | {name: p.as_dict() for name, p in parity.items()},
             "retrieval": config.retrieval.model_dump(mode="json"),
+            "index": index_settings(r.index, r.ann_threshold),
             "ranker": config.ranker.model_dump(mode="json"),
             "export_seconds": round(time.time() - started, 1),
         }

@@ -30,9 +30,10 @@ def user_context(history: Interactions, users: np.ndarray) -> dict[str, np.ndarr
 
 
 def training_lists(
-    history: Interactions, catalog: pd.DataFrame, encoder: Encoder, item_vectors: np.ndarray, config: RetrievalConfig, cutoffs: int
+    history: Interactions, catalog: pd.DataFrame, encoder: Encoder, item_vectors: np.ndarray, config: RetrievalConfig, cutoffs: int, index=None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(features, labels, list ids) over `cutoffs` held-out baskets per user; lists without a positive are dropped."""
+    """(features, labels, list ids) over `cutoffs` held-out baskets per user; lists without a positive are dropped.
+    `index`: the FAISS index over `item_vectors` (built once by the caller; None = build one per cut-off)."""
     n_baskets = np.array([len(b) for b in history.baskets])
     features, labels, groups = [], [], []
     n_lists = 0
@@ -41,7 +42,7 @@ def training_lists(
         if not len(users):
             break
         truncated = history.truncate(np.where(n_baskets >= j + 1, n_baskets - j, 0))
-        retrieval = Retrieval(encoder, item_vectors, ItemTable.from_history(truncated, catalog), config)
+        retrieval = Retrieval(encoder, item_vectors, ItemTable.from_history(truncated, catalog), config, index=index)
         for start in range(0, len(users), BATCH):
             batch = users[start : start + BATCH]
             states = [UserState.from_history(truncated, u) for u in batch]

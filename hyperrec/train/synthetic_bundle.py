@@ -18,6 +18,7 @@ import torch
 from hyperrec.config import SyntheticConfig
 from hyperrec.data.sequences import build_interactions
 from hyperrec.data.synthetic import SyntheticShop
+from hyperrec.models.item_index import INDEX_FILE, build_index, index_settings, save_index
 from hyperrec.models.ranker import RankerConfig
 from hyperrec.models.sasrec import SASRec, SASRecConfig
 from hyperrec.models.serving_features import FEATURE_NAMES, ItemTable
@@ -49,7 +50,9 @@ def synthetic_bundle(registry_root: Path, n_items: int, n_users: int, retrieval:
         encoder = OnnxEncoder(staging / "encoder.onnx", plan.max_len, threads=torch.get_num_threads())
         sample = np.sort(np.random.default_rng(seed).permutation(history.n_users)[:RANKER_USERS])
         subset = type(history)(history.n_items, [history.baskets[u] for u in sample], [history.times[u] for u in sample])
-        features, labels, groups = training_lists(subset, dataset.catalog, encoder, plan.item_vectors, retrieval, cutoffs=1)
+        index = build_index(plan.item_vectors, retrieval.ann_threshold, kind=retrieval.index)
+        save_index(index, staging / INDEX_FILE)
+        features, labels, groups = training_lists(subset, dataset.catalog, encoder, plan.item_vectors, retrieval, cutoffs=1, index=index)
         ranker = fit_ranker(features, labels, groups, RankerConfig(epochs=2)).eval()
         parity["ranker"] = export_checked("ranker", ranker, {"features": torch.from_numpy(features[:8])}, {"features": {0: "batch"}}, "scores",
                                           staging, [{"features": features[:150]}], 1e-4)  # fmt: skip
@@ -57,7 +60,7 @@ def synthetic_bundle(registry_root: Path, n_items: int, n_users: int, retrieval:
         user_baskets_frame(history, user_ids).to_parquet(staging / "user_baskets.parquet", index=False)
         manifest = {
             "source_run": None, "trained": False, "model_kind": "sasrec", "max_len": plan.max_len, "dim": int(plan.item_vectors.shape[1]),
-            "n_items": n_items, "encoder_inputs": list(plan.example), "feature_names": list(FEATURE_NAMES), "data_fingerprint": None,
+            "n_items": n_items, "encoder_inputs": list(plan.example), "feature_names": list(FEATURE_NAMES), "data_fingerprint": None, "index": index_settings(retrieval.index, retrieval.ann_threshold),
             "metrics": {}, "parity": {"passed": True} | {name: p.as_dict() for name, p in parity.items()}, "export_seconds": round(time.time() - started, 1),
         }  # fmt: skip
         registry.commit(version, staging, manifest)

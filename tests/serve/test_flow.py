@@ -52,13 +52,13 @@ def test_unknown_user_gets_popular_items_not_an_error(exported, tmp_path):
     flow = make_flow(exported, tmp_path)
     answer = ask(flow, "never-seen", k=5)
     items = flow.items[flow.current]
-    assert answer.served_by == "popularity" and [i.item_id for i in answer.items] == list(items.table.item_ids[items.popular[:5]])
+    assert answer.served_by == "popularity" and [i.item_id for i in answer.items] == list(items.table.item_ids[items.popular_in_stock[:5]])
 
 
 def test_a_purchase_changes_the_next_answer_and_reaches_the_event_log(exported, tmp_path):
     flow = make_flow(exported, tmp_path)
     table = flow.items[flow.current].table
-    newcomer_item = table.item_ids[flow.items[flow.current].popular[-1]]  # the least popular item
+    newcomer_item = table.item_ids[flow.items[flow.current].popular_in_stock[-1]]  # the least popular item
     result = flow.ingest([purchase("newcomer", newcomer_item, "o1"), {"event_type": "purchase", "user_id": "x"}])
     assert result.accepted == 1 and result.rejected[0]["index"] == 1 and "timestamp" in result.rejected[0]["reason"]
     answer = ask(flow, "newcomer", k=10)

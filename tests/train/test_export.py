@@ -12,7 +12,7 @@ from hyperrec.registry import Registry
 
 def test_export_writes_a_complete_checked_version(exported):
     path, m = exported.path, exported.manifest
-    for name in ("encoder.onnx", "ranker.onnx", "item_vectors.npy", "items.parquet", "user_baskets.parquet", "manifest.json"):
+    for name in ("encoder.onnx", "ranker.onnx", "item_vectors.npy", "item_index.faiss", "items.parquet", "user_baskets.parquet", "manifest.json"):
         assert (path / name).is_file(), name
     for stage in ("encoder", "ranker"):
         assert m["parity"][stage]["passed"] and m["parity"][stage]["max_abs_error"] <= 1e-4
@@ -56,3 +56,14 @@ def test_cli_export_respects_the_promotion_gate(exported, capsys):
 def test_cli_export_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nope"), "--registry", str(tmp_path / "reg")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_serving_loads_the_saved_index_when_its_settings_match(exported):
+    from hyperrec.serve.bundle import load_retrieval
+    from hyperrec.serve.config import ServeConfig
+
+    registry = Registry(exported.path.parent)
+    saved = load_retrieval(registry, exported.version, ServeConfig(registry=registry.root))
+    assert saved.index.ntotal == exported.manifest["n_items"] and exported.manifest["index"] == {"index": "auto", "ann_threshold": 100_000}
+    rebuilt = load_retrieval(registry, exported.version, ServeConfig(registry=registry.root, retrieval={"index": "ivf"}))
+    assert type(rebuilt.index).__name__ == "IndexIVFFlat" and type(saved.index).__name__ == "IndexFlatIP"
