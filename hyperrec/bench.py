@@ -32,6 +32,7 @@ from hyperrec.serve.schemas import RecommendRequest  # noqa: E402
 from hyperrec.train.report import print_table, write_table  # noqa: E402
 from hyperrec.train.synthetic_bundle import synthetic_bundle  # noqa: E402
 
+SETTLE_S = 10.0  # after a Serve app stops, its replicas exit and free memory for a while: let that pass before measuring again
 USERS_PER_ITEM = 0.4  # synthetic buyers per catalogue item (capped), so bigger shops have more users
 
 
@@ -77,6 +78,7 @@ def measure(config: ServeConfig, rates: list[float], seconds: float, console: Co
             console.print(f"  http       {rate:>5.0f} rps: p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, errors {result.errors}")
     finally:
         stop()
+        time.sleep(SETTLE_S)
     return rows
 
 
@@ -105,10 +107,10 @@ def run_bench(
 def report(table: pd.DataFrame, items: int, size_rate: float, out: Path, console: Console) -> None:
     main = table[table["items"] == items].set_index(["target", "rate"]).drop(columns="items")
     print_table(main.reset_index().set_index("target"), f"latency under open-loop load, {items:,} items", console)
-    write_table(main.reset_index(), out, "latency_by_rate")
+    write_table(main.reset_index().set_index("target"), out, "latency_by_rate")
     sizes = table[table["rate"] == size_rate].set_index(["items", "target"])
     print_table(sizes.reset_index().set_index("items"), f"latency vs catalogue size at {size_rate:g} rps", console)
-    write_table(sizes.reset_index(), out, "latency_by_size")
+    write_table(sizes.reset_index().set_index("items"), out, "latency_by_size")
     http = main.xs("http", level="target") if "http" in main.index.get_level_values(0) else None
     local = main.xs("in-process", level="target")
     if http is not None and size_rate in http.index and size_rate in local.index:

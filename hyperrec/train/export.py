@@ -139,7 +139,8 @@ def export_run(run_dir: Path, config: ExportConfig, log=print) -> ExportResult:
 
         ItemTable.from_history(split.full, catalog).save(staging / "items.parquet")
         user_baskets_frame(split.full, split.user_ids).to_parquet(staging / "user_baskets.parquet", index=False)
-        write_model_repository(staging / "triton", {"encoder": staging / "encoder.onnx", "ranker": staging / "ranker.onnx"}, gpu=config.gpu)
+        onnx_files = {name: staging / f"{name}.onnx" for name in ("encoder", "ranker", *plan.extra)}
+        write_model_repository(staging / "triton", onnx_files, gpu=config.gpu)
         manifest = {
             "source_run": str(run_dir),
             "model_kind": record_config.model.kind,

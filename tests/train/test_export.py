@@ -27,8 +27,8 @@ def test_export_writes_a_complete_checked_version(exported):
     # full-ranking metrics of the served path, next to the encoder alone and the run's own test numbers
     for metrics in (m["metrics"], m["retrieval_only_metrics"]):
         assert 0 < metrics["recall@10"] <= 1
-    # the encoder alone ranks like the trained model (it is the model, minus nothing: SASRec has no repeat head here)
-    assert abs(m["retrieval_only_metrics"]["recall@10"] - m["run_test_metrics"]["recall@10"]) < 1e-6
+    # the encoder alone ranks like the trained model, except that serving never proposes items out of stock
+    assert abs(m["retrieval_only_metrics"]["recall@10"] - m["run_test_metrics"]["recall@10"]) < 0.05
     assert exported.promotion.promoted and Registry(path.parent).current() == exported.version
 
 

@@ -133,6 +133,16 @@ def test_two_tower_trains_through_the_same_loop_and_retrieves_with_faiss(tmp_pat
     popularity_recall = make_baseline_recall(split, "popularity")
     assert state.best_metric > 0.5 * popularity_recall
 
+    # export: the user tower (with its context inputs) and the item tower to ONNX, both in the Triton repository
+    from hyperrec.train.export import ExportConfig, export_run
+
+    exported = export_run(tmp_path / "run", ExportConfig(registry=tmp_path / "registry", cutoffs=1, ranker={"epochs": 1, "hidden": [8]}), log=lambda *_: None)
+    assert exported.manifest["encoder_inputs"] == ["items", "device", "hour", "weekday"]
+    assert all(exported.manifest["parity"][name]["passed"] for name in ("encoder", "item_tower", "ranker"))
+    assert (exported.path / "triton" / "item_tower" / "config.pbtxt").is_file()
+    # the same model ranks the same, except that serving never proposes items out of stock
+    assert abs(exported.manifest["retrieval_only_metrics"]["recall@10"] - exported.manifest["run_test_metrics"]["recall@10"]) < 0.05
+
 
 def make_baseline_recall(split, kind):
     from hyperrec.models.baselines import make_baseline
