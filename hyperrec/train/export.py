@@ -43,6 +43,7 @@ from hyperrec.train.tracking import RECORD_FILE
 from hyperrec.train.triton_repo import write_model_repository
 
 KS = [10, 20]
+SERVED_PER_USER = "served_per_user.csv.gz"
 LIST_LENGTH = 100
 
 
@@ -134,7 +135,9 @@ def export_run(run_dir: Path, config: ExportConfig, log=print) -> ExportResult:
                                            staging, [{"features": c} for c in cases], tol)  # fmt: skip
 
         test_retrieval = Retrieval(encoder, plan.item_vectors, ItemTable.from_history(split.test.history, catalog), r, index=index)
-        served = evaluate_serving(test_retrieval, OnnxScorer(staging / "ranker.onnx"), split.test, KS, LIST_LENGTH).summary
+        served_evaluation = evaluate_serving(test_retrieval, OnnxScorer(staging / "ranker.onnx"), split.test, KS, LIST_LENGTH)
+        served_evaluation.per_user.to_csv(staging / SERVED_PER_USER, index=False)  # for paired comparisons with other methods
+        served = served_evaluation.summary
         retrieval_only = evaluate_serving(test_retrieval, None, split.test, KS, LIST_LENGTH).summary
 
         ItemTable.from_history(split.full, catalog).save(staging / "items.parquet")
