@@ -1,4 +1,4 @@
-"""The `hyperrec` command: one entry point for data, evaluation, batch scoring and the demo."""
+"""The `hyperrec` command: one entry point for data, evaluation, training, export, serving, benchmarks and the demo."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rich.console import Console
 
 from hyperrec.config import ConfigError, SyntheticConfig, apply_overrides, load_config, validate
 from hyperrec.data.file_source import DataFileError
-from hyperrec.registry import RegistryError
+from hyperrec.registry import Registry, RegistryError
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEMO_CONFIG = REPO_CONFIGS / "eval" / "instacart_baselines.yaml"
@@ -141,8 +141,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from hyperrec.serve.config import load_serve_config
     from hyperrec.serve.ray_env import prepare_environment
 
-    overrides = [f"registry={args.registry}", f"version={args.version}", f"port={args.port}", f"host={args.host}", *args.overrides]
+    given = {"registry": args.registry, "version": args.version, "port": args.port, "host": args.host}  # flags win over the YAML
+    overrides = [f"{key}={value}" for key, value in given.items() if value is not None] + args.overrides
     config = load_serve_config(args.config, overrides)
+    Registry(config.registry).resolve(config.version)  # a missing model is a clear error before Ray starts
     prepare_environment(config)  # before Ray Serve is imported
     from hyperrec.serve.runner import start, wait_then_stop
 
@@ -227,10 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("serve", help="the HTTP endpoint (Ray Serve): retrieval, batched ranking, business policy")
     p.add_argument("--config", type=Path, help="serve YAML (configs/serve/...); defaults otherwise")
-    p.add_argument("--registry", type=Path, default=Path("experiments/registry"))
-    p.add_argument("--version", default="current", help="current, last-good, latest or vNNNN")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--registry", type=Path, help="registry root (default: experiments/registry)")
+    p.add_argument("--version", help="current (default), last-good, latest or vNNNN")
+    p.add_argument("--host", help="default 127.0.0.1")
+    p.add_argument("--port", type=int, help="default 8000")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="serve settings, e.g. store.kind=redis ranking.max_batch_size=64")
     p.set_defaults(func=cmd_serve)
 

@@ -132,7 +132,7 @@ class RecommendFlow:
         degraded: list[str] = []
         picks: list[Pick] | None = None
         served_by, served_version = "popularity", version
-        if state is not None:
+        if state is not None and state.baskets:  # nothing bought yet: nothing to personalize on
             blocked = np.concatenate([out_of_stock, excluded])
             try:
                 candidates = await self._candidates(version, request, state, out_of_stock)
