@@ -33,7 +33,7 @@ class RetrievalConfig(StrictModel):
     popular_top_n: int = Field(20, ge=0, description="most popular items added to every user's candidates")
     index: IndexKind = "auto"
     ann_threshold: int = Field(100_000, ge=1, description="`auto` index: exact below this many items, HNSW above")
-    use_gpu: bool = Field(False, description="move the FAISS index to the GPU when one is present")
+    use_gpu: bool = Field(True, description="FAISS index on the GPU when this FAISS build sees one (faiss-gpu); HNSW stays on the CPU")
 
 
 def context_arrays(contexts: list[dict], times: np.ndarray) -> dict[str, np.ndarray]:
