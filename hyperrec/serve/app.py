@@ -164,7 +164,7 @@ class Ingress:
             self.store.users(["__readyz__"])
         except Exception as exc:
             return JSONResponse(status_code=503, content={"status": "not ready", "reason": f"online store: {exc}"})
-        return {"status": "ready", "model_version": self.flow.current, "last_good": self.flow.last_good}
+        return {"status": "ready", "model_version": self.flow.current, "last_good": self.flow.last_good, "warning": self.flow.fallback_error}
 
     @api.get("/metrics")
     async def metrics(self) -> Response:

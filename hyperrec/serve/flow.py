@@ -10,6 +10,7 @@ served it and why.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import Any, Protocol
@@ -29,6 +30,7 @@ from hyperrec.serve.policy import Pick, Policy, popular_picks
 from hyperrec.serve.schemas import EventsResponse, RecommendRequest, RecommendResponse
 from hyperrec.serve.stages import RankingStage, RetrievalStage
 
+logger = logging.getLogger(__name__)
 ENGAGEMENT = ("click", "add_to_cart", "purchase")  # events that reset an item's impression count
 
 
@@ -88,6 +90,7 @@ class RecommendFlow:
         self.current: str | None = None
         self.last_good: str | None = None
         self._swap_lock = asyncio.Lock()
+        self.fallback_error: str | None = None
 
     # -- models ------------------------------------------------------------------------------
 
@@ -96,9 +99,13 @@ class RecommendFlow:
         fallback = self.registry.last_good()
         await self.swap(version)
         if fallback is not None and fallback != version:
-            await self.stages.load(fallback)
-            self.items[fallback] = VersionItems(self.registry, fallback, self.config)
-            self.last_good = fallback
+            try:
+                await self.stages.load(fallback)
+                self.items[fallback] = VersionItems(self.registry, fallback, self.config)
+                self.last_good = fallback
+            except Exception as exc:  # serve without a fallback model rather than not at all
+                self.fallback_error = f"last-good {fallback} not loaded: {type(exc).__name__}: {exc}"[:300]
+                logger.warning(self.fallback_error)
         if self.config.store.seed_users:
             self.store.seed(user_baskets(self.registry.path(version)))
 

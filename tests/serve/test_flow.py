@@ -162,3 +162,19 @@ def test_triton_backend_serves_the_same_answer(exported, tmp_path):
     assert via_triton.served_by == "ranker" and not via_triton.degraded
     assert [i.item_id for i in via_triton.items] == [i.item_id for i in in_process.items]
     np.testing.assert_allclose([i.score for i in via_triton.items], [i.score for i in in_process.items], atol=1e-4)
+
+
+def test_a_broken_last_good_version_does_not_stop_serving(exported, second_version, tmp_path):
+    """The registry's LAST_GOOD points at a version with a file missing: serve CURRENT without a fallback."""
+    import shutil
+
+    registry = Registry(exported.path.parent)
+    broken_root = tmp_path / "registry"
+    shutil.copytree(registry.root, broken_root)
+    (broken_root / "LAST_GOOD").write_text(second_version.version + "\n")
+    (broken_root / second_version.version / "items.parquet").unlink()
+    config = ServeConfig(registry=broken_root, version=exported.version, event_log=None)
+    flow = RecommendFlow(config, MemoryStore(), LocalStages(Registry(broken_root), config))
+    asyncio.run(flow.start())
+    assert flow.last_good is None and "items.parquet" in flow.fallback_error
+    assert ask(flow, known_user(flow)).served_by == "ranker"
