@@ -25,6 +25,7 @@ class PolicyConfig(StrictModel):
     diversity_by: Literal["category", "embedding"] = "embedding"
     max_per_category: int | None = Field(None, ge=1, description="at most this many items of one category in a list")
     frequency_cap: int | None = Field(5, ge=1, description="an item shown this many times without a click is held back")
+    explore_slots: int = Field(0, ge=0, description="places in each list kept for the best candidates new to the user (exploration)")
 
 
 class BudgetConfig(StrictModel):

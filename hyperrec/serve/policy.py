@@ -14,7 +14,7 @@ import numpy as np
 
 from hyperrec.data.user_state import UserState
 from hyperrec.models.serving_features import ItemTable
-from hyperrec.models.serving_pipeline import Candidates
+from hyperrec.models.serving_pipeline import Candidates, reserve_explore_slots
 from hyperrec.serve.config import PolicyConfig
 
 RECENT_FOR_REASONS = 20  # "similar to X" looks for X among the user's last this-many items
@@ -43,6 +43,10 @@ class Policy:
         if c.frequency_cap is not None and state.shown:
             capped = np.array([state.shown.get(int(i), 0) >= c.frequency_cap for i in items])
         order = self._mmr(items, adjusted, capped, k)
+        if c.explore_slots:
+            picked = set(order)
+            rest = [int(i) for i in np.argsort(-adjusted - 2.0 * capped, kind="stable") if i not in picked]
+            order = list(reserve_explore_slots(np.array(order + rest), ~candidates.repeat & ~capped, c.explore_slots, k)[:k])
         recent = self._recent_items(state)
         return [Pick(int(items[i]), float(adjusted[i]), self._reason(int(items[i]), bool(candidates.repeat[i]), state, recent)) for i in order]
 

@@ -44,6 +44,7 @@ from hyperrec.train.triton_repo import write_model_repository
 
 KS = [10, 20]
 SERVED_PER_USER = "served_per_user.csv.gz"
+EXPLORE_SLOTS = (1, 2)  # the policy's exploration slot, evaluated offline at these sizes (recall vs explore recall)
 LIST_LENGTH = 100
 
 
@@ -139,6 +140,8 @@ def export_run(run_dir: Path, config: ExportConfig, log=print) -> ExportResult:
         served_evaluation.per_user.to_csv(staging / SERVED_PER_USER, index=False)  # for paired comparisons with other methods
         served = served_evaluation.summary
         retrieval_only = evaluate_serving(test_retrieval, None, split.test, KS, LIST_LENGTH).summary
+        scorer = OnnxScorer(staging / "ranker.onnx")
+        with_exploration = {slots: evaluate_serving(test_retrieval, scorer, split.test, KS, LIST_LENGTH, explore_slots=slots).summary for slots in EXPLORE_SLOTS}
 
         ItemTable.from_history(split.full, catalog).save(staging / "items.parquet")
         user_baskets_frame(split.full, split.user_ids).to_parquet(staging / "user_baskets.parquet", index=False)
@@ -156,6 +159,7 @@ def export_run(run_dir: Path, config: ExportConfig, log=print) -> ExportResult:
             "data_fingerprint": dataset.fingerprint(),
             "metrics": served,
             "retrieval_only_metrics": retrieval_only,
+            "explore_slot_metrics": {str(slots): metrics for slots, metrics in with_exploration.items()},
             "run_test_metrics": _run_test_metrics(run_dir),
             "parity": {"passed": True, "tolerance": tol} | {name: p.as_dict() for name, p in parity.items()},
             "retrieval": config.retrieval.model_dump(mode="json"),

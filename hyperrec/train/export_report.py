@@ -15,7 +15,9 @@ def print_export(result: ExportResult, console: Console) -> None:
     m = result.manifest
     parity = {name: p for name, p in m["parity"].items() if isinstance(p, dict)}
     console.print("ONNX parity (max abs error vs torch): " + ", ".join(f"{name} {p['max_abs_error']:.1e}" for name, p in parity.items()))
-    rows = {"served (retrieval + ranker)": m["metrics"], "retrieval only (encoder ANN)": m["retrieval_only_metrics"], "training run (test)": m["run_test_metrics"]}
+    rows = {"served (retrieval + ranker)": m["metrics"]}
+    rows |= {f"served, {slots} exploration slot(s) in the top 10": values for slots, values in m["explore_slot_metrics"].items()}
+    rows |= {"retrieval only (encoder ANN)": m["retrieval_only_metrics"], "training run (test)": m["run_test_metrics"]}
     table = pd.DataFrame({name: {k: values.get(k, float("nan")) for k in SHOWN} for name, values in rows.items()}).T
     print_table(table, f"{result.version}: full ranking on the run's test task", console)
     console.print(f"wrote {result.path} ({m['export_seconds']} s)")

@@ -17,7 +17,7 @@ from hyperrec.data.sequences import EvalTask, Interactions
 from hyperrec.data.user_state import UserState
 from hyperrec.models.ranker import Ranker, RankerConfig
 from hyperrec.models.serving_features import FEATURE_NAMES, ItemTable
-from hyperrec.models.serving_pipeline import Encoder, Retrieval, RetrievalConfig, Scorer, context_arrays, top_k
+from hyperrec.models.serving_pipeline import Encoder, Retrieval, RetrievalConfig, Scorer, context_arrays, reserve_explore_slots, top_k
 from hyperrec.train.evaluate import Evaluation, evaluate_lists
 
 BATCH = 256  # users per retrieval call
@@ -62,20 +62,24 @@ def fit_ranker(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, con
     return Ranker(len(FEATURE_NAMES), config).fit(features, labels, groups)
 
 
-def ranked_lists(retrieval: Retrieval, scorer: Scorer | None, task: EvalTask, k: int) -> np.ndarray:
+def ranked_lists(retrieval: Retrieval, scorer: Scorer | None, task: EvalTask, k: int, explore_slots: int = 0, shown: int = 10) -> np.ndarray:
     """(users, k) item lists served for `task.users` from their histories; short lists are
-    filled with popular items (the endpoint's own fallback) so every list has k items."""
+    filled with popular items (the endpoint's own fallback) so every list has k items.
+    `explore_slots`: that many of the first `shown` places go to items new to the user (the policy's exploration slot)."""
     out = np.empty((len(task.users), k), np.int64)
     for start in range(0, len(task.users), BATCH):
         batch = task.users[start : start + BATCH]
         states = [UserState.from_history(task.history, u) for u in batch]
         for row, candidates in enumerate(retrieval.candidates(states, user_context(task.history, batch)), start):
             scores = scorer(candidates.features) if scorer is not None else candidates.ann_score
-            chosen = candidates.items[top_k(scores, k)]
+            order = top_k(scores, len(scores))
+            if explore_slots:
+                order = reserve_explore_slots(order, ~candidates.repeat, explore_slots, shown)
+            chosen = candidates.items[order[:k]]
             filler = retrieval.popular[~np.isin(retrieval.popular, chosen)][: k - len(chosen)]
             out[row] = np.concatenate([chosen, filler])
     return out
 
 
-def evaluate_serving(retrieval: Retrieval, scorer: Scorer | None, task: EvalTask, ks: list[int], list_length: int) -> Evaluation:
-    return evaluate_lists(ranked_lists(retrieval, scorer, task, list_length), task, ks)
+def evaluate_serving(retrieval: Retrieval, scorer: Scorer | None, task: EvalTask, ks: list[int], list_length: int, explore_slots: int = 0) -> Evaluation:
+    return evaluate_lists(ranked_lists(retrieval, scorer, task, list_length, explore_slots, shown=min(ks)), task, ks)

@@ -178,3 +178,12 @@ def test_a_broken_last_good_version_does_not_stop_serving(exported, second_versi
     asyncio.run(flow.start())
     assert flow.last_good is None and "items.parquet" in flow.fallback_error
     assert ask(flow, known_user(flow)).served_by == "ranker"
+
+
+def test_exploration_slot_puts_an_item_new_to_the_user_in_the_list(exported, tmp_path):
+    plain = make_flow(exported, tmp_path, policy={"frequency_cap": None})
+    user = known_user(plain)
+    bought = {plain.items[plain.current].table.item_ids[i] for b in plain.store._baskets[user] for i in b}
+    exploring = make_flow(exported, tmp_path, policy={"frequency_cap": None, "explore_slots": 2})
+    new_items = [i for i in ask(exploring, user, k=5).items if i.item_id not in bought]
+    assert len(new_items) >= 2 and all(i.reason.startswith(("similar to", "popular")) for i in new_items)
