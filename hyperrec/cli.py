@@ -144,6 +144,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
     given = {"registry": args.registry, "version": args.version, "port": args.port, "host": args.host}  # flags win over the YAML
     overrides = [f"{key}={value}" for key, value in given.items() if value is not None] + args.overrides
     config = load_serve_config(args.config, overrides)
+    if args.model is not None:  # a training run: export it first (without moving CURRENT), then serve that version
+        from hyperrec.train.export import ExportConfig, export_run
+        from hyperrec.train.runs import is_run
+
+        if not is_run(args.model):
+            raise FileNotFoundError(f"--model {args.model}: not a training run directory (no model.pt); use --version for a registry version")
+        result = export_run(args.model, ExportConfig(registry=config.registry, promote=False), log=_console().print)
+        config = config.model_copy(update={"version": result.version})
     Registry(config.registry).resolve(config.version)  # a missing model is a clear error before Ray starts
     prepare_environment(config)  # before Ray Serve is imported
     from hyperrec.serve.runner import start, wait_then_stop
@@ -231,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="serve YAML (configs/serve/...); defaults otherwise")
     p.add_argument("--registry", type=Path, help="registry root (default: experiments/registry)")
     p.add_argument("--version", help="current (default), last-good, latest or vNNNN")
+    p.add_argument("--model", type=Path, help="a training run: exported into the registry (CURRENT unchanged), then served")
     p.add_argument("--host", help="default 127.0.0.1")
     p.add_argument("--port", type=int, help="default 8000")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="serve settings, e.g. store.kind=redis ranking.max_batch_size=64")

@@ -24,3 +24,8 @@ def test_an_empty_registry_says_how_to_fill_it(tmp_path, capsys):
 def test_more_ingress_replicas_need_redis(tmp_path, capsys):
     assert main(["serve", "--registry", str(tmp_path), "ingress_replicas=2"]) == 2
     assert "store.kind: redis" in capsys.readouterr().err
+
+
+def test_model_must_be_a_training_run(tmp_path, capsys):
+    assert main(["serve", "--registry", str(tmp_path), "--model", str(tmp_path / "not-a-run")]) == 2
+    assert "not a training run" in capsys.readouterr().err
