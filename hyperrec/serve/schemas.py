@@ -22,7 +22,7 @@ class RecommendRequest(BaseModel):
 
 class RecommendedItem(BaseModel):
     item_id: str
-    score: float
+    score: float = Field(description="the ranker's score plus business weights; the list is in the policy's order (diversity may put a lower score first)")
     reason: str
 
 
