@@ -45,7 +45,7 @@ class Policy:
         order = self._mmr(items, adjusted, capped, k)
         if c.explore_slots:
             picked = set(order)
-            rest = [int(i) for i in np.argsort(-adjusted - 2.0 * capped, kind="stable") if i not in picked]
+            rest = [int(i) for i in np.lexsort((-adjusted, capped)) if i not in picked]  # uncapped first, best first
             order = list(reserve_explore_slots(np.array(order + rest), ~candidates.repeat & ~capped, c.explore_slots, k)[:k])
         recent = self._recent_items(state)
         return [Pick(int(items[i]), float(adjusted[i]), self._reason(int(items[i]), bool(candidates.repeat[i]), state, recent)) for i in order]

@@ -56,8 +56,8 @@ class _Versioned:
         self.faults = Faults()
 
     def load(self, version: str) -> None:
-        if version not in self.models:
-            self.models[version] = self._load(version)
+        """Load (or mark as just used) a version; the least recently loaded go beyond KEEP_VERSIONS."""
+        self.models[version] = self.models.pop(version) if version in self.models else self._load(version)
         while len(self.models) > KEEP_VERSIONS:
             self.models.pop(next(iter(self.models)))
 
