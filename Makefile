@@ -1,4 +1,4 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv (and the Triton sidecar's .venv-triton) first.
+# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv first; `make test` also the Triton sidecar's .venv-triton.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -31,11 +31,11 @@ $(TRITON_STAMP): requirements/triton.txt
 test: setup
 	$(BIN)/pytest -q
 
-demo: setup
+demo: $(STAMP)
 	$(BIN)/hyperrec demo
 
 # The same demo without the interactive wait: the endpoint stops after the example requests.
-demo-ci: setup
+demo-ci: $(STAMP)
 	$(BIN)/hyperrec demo --no-wait
 
 bench: setup

@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         args.func(args)
-    except (ConfigError, DataFileError, FileNotFoundError, ValidationError, ValueError, RegistryError) as exc:
+    except (ConfigError, DataFileError, FileNotFoundError, ValidationError, ValueError, RegistryError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

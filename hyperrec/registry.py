@@ -4,7 +4,7 @@
                                  offline metrics, ONNX parity, files
     <root>/v0001/...             encoder.onnx, ranker.onnx, item_vectors.npy, items.parquet, triton/
     <root>/CURRENT               the version `hyperrec serve` loads
-    <root>/LAST_GOOD             the version serving fell back to last (the previous CURRENT)
+    <root>/LAST_GOOD             the previous CURRENT: what serving keeps loaded as its fallback
 
 Export writes a version into a staging folder and renames it into place, so a reader never sees
 half a version. Promotion moves CURRENT only when the new version beats it on the gate metric.

@@ -98,7 +98,7 @@ class Candidates:
 
     items: np.ndarray
     ann_score: np.ndarray
-    repeat: np.ndarray  # bool: the user bought it before
+    repeat: np.ndarray  # bool: the user bought it before (any of their kept baskets)
     features: np.ndarray
 
 
@@ -143,8 +143,8 @@ class Retrieval:
         out = []
         for row, state in enumerate(states):
             found = self.available(ann[row][ann[row] >= 0], blocked)[: c.ann_top_n]
-            own, counts, ago = state.item_counts()
-            own = own[np.lexsort((ago, -counts))][: c.repeat_top_n]
+            bought, counts, ago = state.item_counts()
+            own = bought[np.lexsort((ago, -counts))][: c.repeat_top_n]
             items = np.unique(np.concatenate([found, self.available(own, blocked), popular]))
             rank_of = {int(item): r for r, item in enumerate(found)}
             ann_rank = np.array([rank_of.get(int(i), -1) for i in items], np.float64)
@@ -154,7 +154,7 @@ class Retrieval:
                 for position, item in enumerate(items):
                     if int(item) in prices:
                         features[position, LOG_PRICE] = np.log1p(prices[int(item)])
-            out.append(Candidates(items, score, np.isin(items, own), features))
+            out.append(Candidates(items, score, np.isin(items, bought), features))
         return out
 
 

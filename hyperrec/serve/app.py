@@ -6,9 +6,10 @@
     POST /admin/model {version}                         -> hot swap (all replicas load, then switch)
     POST /admin/faults {stage, mode, delay_ms}          -> only with `fault_injection: true`
 
-The ingress owns the request flow (hyperrec/serve/flow.py) and the online store; the two model
-stages are their own deployments so they scale and batch on their own. Ranking calls from
-concurrent requests are scored together by `@serve.batch`.
+The ingress owns the request flow (hyperrec/serve/flow.py) and the online store. With
+`topology: single` (the default) the two model stages run inside the ingress replica; with
+`topology: deployments` they are deployments of their own that scale on their own, and ranking
+calls from concurrent requests are scored together by `@serve.batch`.
 """
 
 

@@ -46,7 +46,7 @@ class ServeConfig(StrictModel):
     registry: Path = Path("experiments/registry")
     version: str = Field("current", description="registry version to serve: current, last-good, latest or vNNNN")
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, ge=1, le=63535, description="direct ingress also uses port + 1000 (gRPC) and port + 2000 (Serve's own HTTP)")
     event_log: Path | None = Field(Path("data/store/served"), description="offline store that accepted /events are appended to; null = none")
     max_k: int = Field(100, ge=1)
     max_events: int = Field(1000, ge=1, description="largest /events batch; bigger ones get 413")
@@ -65,7 +65,9 @@ class ServeConfig(StrictModel):
         description="single: retrieval and ranking run inside the ingress replica (the fastest on a few cores); "
         "deployments: each is a deployment of its own, ranking batched across requests with @serve.batch (scale-out, GPU rankers)",
     )
-    ingress_replicas: int = Field(1, ge=1, description="more than 1 needs store.kind: redis (each replica would have its own memory store)")
+    ingress_replicas: int = Field(
+        1, ge=1, description="more than 1 needs store.kind: redis; with direct ingress each listens on its own port (port, port + 1, ...) behind your load balancer, and /admin/model swaps only the replica it reaches"
+    )
     ranking_replicas: int = Field(1, ge=1)
     retrieval_replicas: int = Field(1, ge=1)
     cpus_per_replica: float = Field(0.1, ge=0, description="Ray CPU reservation per replica (small: they share a laptop)")

@@ -1,10 +1,11 @@
 """One request, start to end: state -> retrieval -> ranking -> policy, with budgets and fallbacks.
 
-The flow does not know whether its stages run in this process (`LocalStages`: the benchmark's
-in-process baseline, and tests) or in Ray Serve replicas (`hyperrec/serve/app.py`): it awaits
-them through the `Stages` interface. Every stage call has a time budget; on overrun or error the
-answer degrades to the last-good version, then to popularity, and the response says which path
-served it and why.
+The flow does not know whether its stages run in this process (`LocalStages`: the default
+`single` topology, the benchmark's in-process baseline, and tests) or in Ray Serve replicas of
+their own (`hyperrec/serve/app.py`): it awaits them through the `Stages` interface. Every stage
+call has a time budget. A ranking overrun or error falls back to the last-good version's ranker,
+then to popularity; a retrieval or online-store failure to popularity. The response says which
+path served it and why.
 """
 
 from __future__ import annotations
@@ -50,17 +51,21 @@ class LocalStages:
         self.ranking = RankingStage(registry, config)
 
     async def load(self, version: str) -> None:
-        self.retrieval.load(version)
-        self.ranking.load(version)
+        await asyncio.to_thread(self.retrieval.load, version)
+        await asyncio.to_thread(self.ranking.load, version)
 
     async def set_fault(self, stage: str, mode: str, delay_ms: float, version: str | None) -> None:
         (self.retrieval if stage == "retrieval" else self.ranking).faults.set(mode, delay_ms, version)
 
+    # The model work runs in a worker thread (FAISS and ONNX Runtime release the GIL), so that the
+    # flow's time budget can give up on it while the event loop goes on serving.
     async def candidates(self, version, states, context, blocked, prices) -> list[Candidates]:
-        return await self.retrieval.candidates(version, states, context, blocked, prices)
+        await self.retrieval.faults.check("retrieval", version)
+        return await asyncio.to_thread(self.retrieval.get(version).candidates, states, context, blocked, prices)
 
     async def score(self, version: str, features: np.ndarray) -> np.ndarray:
-        return await self.ranking.score(version, features)
+        await self.ranking.faults.check("ranking", version)
+        return (await asyncio.to_thread(self.ranking.score_many, version, [features]))[0]
 
 
 class VersionItems:
@@ -98,7 +103,7 @@ class RecommendFlow:
         version = self.registry.resolve(self.config.version)
         fallback = self.registry.last_good()
         await self.swap(version)
-        if fallback is not None and fallback != version:
+        if fallback is not None and fallback != version and self.config.ranking.backend != "triton":
             try:
                 await self.stages.load(fallback)
                 self.items[fallback] = VersionItems(self.registry, fallback, self.config)
@@ -115,9 +120,11 @@ class RecommendFlow:
             version = self.registry.resolve(spec)
             if version == self.current:
                 return version
-            items = VersionItems(self.registry, version, self.config)
-            if self.current is not None and len(items.table) != len(self.items[self.current].table):
-                raise ValueError(f"{version} has {len(items.table)} items but {self.current} has {len(self.items[self.current].table)}: the online store's item indices would not match")
+            if self.current is not None and self.config.ranking.backend == "triton":
+                raise ValueError("the triton backend serves one version's repository: start Triton on the new version's triton/ folder and restart `hyperrec serve --version ...`")
+            items = await asyncio.to_thread(VersionItems, self.registry, version, self.config)
+            if self.current is not None and not np.array_equal(items.table.item_ids, self.items[self.current].table.item_ids):
+                raise ValueError(f"{version} has another catalogue than {self.current}: the online store's item indices would not match")
             await self.stages.load(version)
             self.items[version] = items
             self.last_good, self.current = self.current or self.last_good, version
@@ -133,16 +140,21 @@ class RecommendFlow:
         version = self.current
         assert version is not None, "start() first"
         items = self.items[version]
-        state = self.store.users([request.user_id])[0]
-        out_of_stock = np.fromiter(self.store.out_of_stock(), np.int64)
         excluded = np.array([items.index[i] for i in request.exclude if i in items.index], np.int64)
         degraded: list[str] = []
+        try:
+            state = self.store.users([request.user_id])[0]
+            out_of_stock = np.fromiter(self.store.out_of_stock(), np.int64)
+            prices = self.store.prices()
+        except Exception as exc:  # the store is down: answer without personal data
+            degraded.append(f"online store: {type(exc).__name__}: {exc}"[:300])
+            state, out_of_stock, prices = None, np.empty(0, np.int64), {}
         picks: list[Pick] | None = None
         served_by, served_version = "popularity", version
         if state is not None and state.baskets:  # nothing bought yet: nothing to personalize on
             blocked = np.concatenate([out_of_stock, excluded])
             try:
-                candidates = await self._candidates(version, request, state, out_of_stock)
+                candidates = await self._candidates(version, request, state, out_of_stock, prices)
                 candidates = _drop(candidates, blocked)
                 for attempt in dict.fromkeys([version, self.last_good]):
                     if attempt is None:
@@ -162,7 +174,10 @@ class RecommendFlow:
         elif len(picks) < request.k:
             taken = np.array([p.item for p in picks], np.int64)
             picks += popular_picks(items.table, items.popular_in_stock, np.concatenate([out_of_stock, excluded, taken]), request.k - len(picks))
-        self.store.add_shown(request.user_id, [p.item for p in picks])
+        try:
+            self.store.add_shown(request.user_id, [p.item for p in picks])
+        except Exception as exc:  # a lost impression count must not fail the answer
+            logger.warning("online store: impressions of %s not recorded: %s", request.user_id, exc)
         return RecommendResponse(
             user_id=request.user_id,
             items=[{"item_id": items.table.item_ids[p.item], "score": round(p.score, 6), "reason": p.reason} for p in picks],
@@ -173,15 +188,15 @@ class RecommendFlow:
             latency_ms=round(1000 * (time.perf_counter() - started), 3),
         )
 
-    async def _candidates(self, version: str, request: RecommendRequest, state: UserState, out_of_stock: np.ndarray) -> Candidates:
+    async def _candidates(self, version: str, request: RecommendRequest, state: UserState, out_of_stock: np.ndarray, prices: dict[int, float]) -> Candidates:
         now = time.time()
         context = context_arrays([request.context.model_dump()], np.array([now]))
         last = state.baskets[-1] if state.baskets else np.empty(0, np.int64)
-        key = (version, state.n_baskets, len(last), int(last[-1]) if len(last) else -1, int(context["device"][0]), int(context["hour"][0]))
+        key = (version, state.n_baskets, len(last), int(last[-1]) if len(last) else -1, int(context["device"][0]), int(context["hour"][0]), int(context["weekday"][0]))
         cached = self.cache.get(request.user_id, key)
         if cached is not None:
             return cached
-        call = self.stages.candidates(version, [state], context, out_of_stock, self.store.prices())
+        call = self.stages.candidates(version, [state], context, out_of_stock, prices)
         candidates = (await self._stage(call, self.config.budgets.retrieval_ms, f"retrieval {version}"))[0]
         self.cache.put(request.user_id, key, candidates)
         return candidates
@@ -221,7 +236,7 @@ class RecommendFlow:
                 if event.stock <= 0:
                     self.cache.invalidate_item(item)
                 else:  # back in stock: it may belong in anyone's candidates, cached ones were retrieved without it
-                    self.cache.clear()
+                    self.cache.clear()  # (an item the catalogue itself lists as out of stock stays out until the next export)
             elif kind == "price_change":
                 self.store.set_price(item, event.price)
                 self.cache.invalidate_item(item)

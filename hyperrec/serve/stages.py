@@ -65,8 +65,9 @@ class _Versioned:
         raise NotImplementedError
 
     def get(self, version: str):
+        """The loaded model of a version; a replica Ray restarted (or added) loads it on first use."""
         if version not in self.models:
-            raise KeyError(f"version {version} is not loaded (loaded: {list(self.models)})")
+            self.load(version)
         return self.models[version]
 
 
@@ -91,7 +92,3 @@ class RankingStage(_Versioned):
         sizes = np.cumsum([len(f) for f in features])[:-1]
         scores = self.get(version)(np.concatenate(features)) if features else np.zeros(0, np.float32)
         return np.split(np.asarray(scores), sizes)
-
-    async def score(self, version: str, features: np.ndarray) -> np.ndarray:
-        await self.faults.check("ranking", version)
-        return self.score_many(version, [features])[0]

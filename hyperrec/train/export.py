@@ -6,7 +6,8 @@ Steps, each checked:
 2. the item vectors retrieval indexes, and the item table (popularity, trend, price, ...);
 3. the served ranker, trained on the candidates the exported encoder's retrieval produces
    (hyperrec/train/serving_ranker.py), to ONNX with its own parity check;
-4. an offline full-ranking evaluation of the whole served path on the run's test task;
+4. an offline full-ranking evaluation of the served path (retrieval + ranker; the policy's
+   diversity and caps are not part of it) on the run's test task, also with exploration slots;
 5. a Triton model repository of the same ONNX files;
 6. registry: publish the version, then promote it if it beats the current one on the gate.
 """
@@ -92,7 +93,7 @@ def export_checked(name: str, module: torch.nn.Module, example: dict, dynamic: d
     path = export_onnx(module, example, folder / f"{name}.onnx", output, dynamic)
     parity = check_parity(name, module, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), cases, tolerance)
     if not parity.passed:
-        raise RuntimeError(f"{name}.onnx: ONNX Runtime differs from torch by {parity.max_abs_error:.2e} (> {tolerance:.0e}); not exported")
+        raise ValueError(f"{name}.onnx: ONNX Runtime differs from torch by {parity.max_abs_error:.2e} (> {tolerance:.0e}); not exported")
     return parity
 
 

@@ -76,7 +76,7 @@ def ranked_lists(retrieval: Retrieval, scorer: Scorer | None, task: EvalTask, k:
             if explore_slots:
                 order = reserve_explore_slots(order, ~candidates.repeat, explore_slots, shown)
             chosen = candidates.items[order[:k]]
-            filler = retrieval.popular[~np.isin(retrieval.popular, chosen)][: k - len(chosen)]
+            filler = retrieval.popular_in_stock[~np.isin(retrieval.popular_in_stock, chosen)][: k - len(chosen)]
             out[row] = np.concatenate([chosen, filler])
     return out
 

@@ -187,3 +187,20 @@ def test_exploration_slot_puts_an_item_new_to_the_user_in_the_list(exported, tmp
     exploring = make_flow(exported, tmp_path, policy={"frequency_cap": None, "explore_slots": 2})
     new_items = [i for i in ask(exploring, user, k=5).items if i.item_id not in bought]
     assert len(new_items) >= 2 and all(i.reason.startswith(("similar to", "popular")) for i in new_items)
+
+
+def test_budget_gives_up_on_real_model_work_in_process(exported, tmp_path):
+    """In the default single topology the stages run in this process: a budget still cuts them off."""
+    flow = make_flow(exported, tmp_path, budgets={"ranking_ms": 0.001})
+    answer = ask(flow, known_user(flow), k=5)
+    assert answer.served_by == "popularity" and "over its 0.001 ms budget" in answer.degraded[0]
+
+
+def test_online_store_down_degrades_to_popularity(exported, tmp_path):
+    from hyperrec.serve.redis_store import RedisStore
+
+    config = ServeConfig(registry=exported.path.parent, version=exported.version, event_log=None, store={"seed_users": False})
+    flow = RecommendFlow(config, RedisStore("redis://127.0.0.1:1/0"), LocalStages(Registry(config.registry), config))
+    asyncio.run(flow.start())
+    answer = ask(flow, "anyone", k=4)
+    assert answer.served_by == "popularity" and len(answer.items) == 4 and answer.degraded[0].startswith("online store: ")
