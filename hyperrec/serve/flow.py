@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 import time
 import uuid
 from typing import Any, Protocol
@@ -49,9 +50,14 @@ class LocalStages:
     def __init__(self, registry: Registry, config: ServeConfig):
         self.retrieval = RetrievalStage(registry, config)
         self.ranking = RankingStage(registry, config)
+        # One worker thread: model calls queue here instead of fighting over the cores.
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hyperrec-stages")
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
 
     async def load(self, version: str) -> None:
-        await asyncio.to_thread(self.retrieval.load, version)
+        await asyncio.to_thread(self.retrieval.load, version)  # not the worker: requests go on meanwhile
         await asyncio.to_thread(self.ranking.load, version)
 
     async def set_fault(self, stage: str, mode: str, delay_ms: float, version: str | None) -> None:
@@ -61,11 +67,11 @@ class LocalStages:
     # flow's time budget can give up on it while the event loop goes on serving.
     async def candidates(self, version, states, context, blocked, prices) -> list[Candidates]:
         await self.retrieval.faults.check("retrieval", version)
-        return await asyncio.to_thread(self.retrieval.get(version).candidates, states, context, blocked, prices)
+        return await self._run(self.retrieval.get(version).candidates, states, context, blocked, prices)
 
     async def score(self, version: str, features: np.ndarray) -> np.ndarray:
         await self.ranking.faults.check("ranking", version)
-        return (await asyncio.to_thread(self.ranking.score_many, version, [features]))[0]
+        return (await self._run(self.ranking.score_many, version, [features]))[0]
 
 
 class VersionItems:
