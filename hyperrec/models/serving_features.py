@@ -64,6 +64,11 @@ class ItemTable:
     def popular_order(self) -> np.ndarray:
         return np.argsort(-self.popularity, kind="stable")
 
+    def popular_in_stock(self) -> np.ndarray:
+        """Item indices by popularity, out-of-stock ones left out."""
+        order = self.popular_order()
+        return order[self.in_stock[order]]
+
     def save(self, path: Path) -> None:
         pd.DataFrame(
             {"item_id": self.item_ids, "popularity": self.popularity, "trend": self.trend, "repeat_rate": self.repeat_rate,

@@ -114,7 +114,7 @@ class Retrieval:
         self.columns = ItemColumns(table)
         self.popular = table.popular_order()
         self.unavailable = ~table.in_stock  # out of stock in the catalogue
-        self.popular_in_stock = self.popular[table.in_stock[self.popular]]
+        self.popular_in_stock = table.popular_in_stock()
         c = self.config
         self.index = index if index is not None else build_index(self.item_vectors, c.ann_threshold, kind=c.index, use_gpu=c.use_gpu)
 

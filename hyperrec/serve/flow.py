@@ -80,8 +80,7 @@ class VersionItems:
     def __init__(self, registry: Registry, version: str, config: ServeConfig):
         self.table = load_item_table(registry, version)
         self.index = {item_id: i for i, item_id in enumerate(self.table.item_ids)}
-        order = self.table.popular_order()
-        self.popular_in_stock = order[self.table.in_stock[order]]
+        self.popular_in_stock = self.table.popular_in_stock()
         self.policy = Policy(config.policy, self.table, np.load(registry.path(version) / "item_vectors.npy"))
 
 

@@ -58,24 +58,24 @@ class Policy:
         max_similarity = np.zeros(len(items))
         available = np.ones(len(items), bool)
         per_category: dict[int, int] = {}
+        full = np.zeros(len(items), bool)  # candidates whose (known) category reached max_per_category
         categories = self.table.category[items]
+        vectors = self.unit_vectors[items] if c.diversity > 0 and c.diversity_by == "embedding" else None
         picked: list[int] = []
         while len(picked) < min(k, len(items)):
-            value = (1 - c.diversity) * relevance - c.diversity * max_similarity - 2.0 * capped
-            if c.max_per_category is not None:
-                full = np.array([cat > 0 and per_category.get(int(cat), 0) >= c.max_per_category for cat in categories])
-                value = value - 4.0 * full  # last resort only
+            value = (1 - c.diversity) * relevance - c.diversity * max_similarity - 2.0 * capped - 4.0 * full  # full: last resort only
             value[~available] = -np.inf
             best = int(np.argmax(value))
             picked.append(best)
             available[best] = False
-            per_category[int(categories[best])] = per_category.get(int(categories[best]), 0) + 1
-            if c.diversity > 0:
-                if c.diversity_by == "category":
-                    similarity = ((categories == categories[best]) & (categories > 0)).astype(np.float64)
-                else:
-                    similarity = self.unit_vectors[items] @ self.unit_vectors[items[best]]
-                max_similarity = np.maximum(max_similarity, similarity)
+            category = int(categories[best])
+            per_category[category] = per_category.get(category, 0) + 1
+            if c.max_per_category is not None and category > 0 and per_category[category] >= c.max_per_category:
+                full |= categories == category
+            if vectors is not None:
+                max_similarity = np.maximum(max_similarity, vectors @ vectors[best])
+            elif c.diversity > 0:
+                max_similarity = np.maximum(max_similarity, ((categories == category) & (categories > 0)).astype(np.float64))
         return picked
 
     @staticmethod
