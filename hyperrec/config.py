@@ -76,7 +76,7 @@ class MethodConfig(StrictModel):
     kind: Literal["popularity", "top_frequency", "item_knn", "tifu_knn", "run", "pipeline"]
     params: dict[str, Any] = {}
     grid: dict[str, list[float | int | bool]] = {}
-    path: Path | None = Field(None, description="kind 'run': a training run directory (experiments/runs/...)")
+    path: Path | None = Field(None, description="kind 'run': a training run directory, or experiments/runs/<config name> for that config's latest run")
     retrievers: dict[str, "MethodConfig"] = Field({}, description="kind 'pipeline': the candidate sources (baselines)")
 
     @model_validator(mode="after")

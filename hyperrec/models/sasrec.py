@@ -15,9 +15,11 @@ Conventions:
 - the output layer is tied to the item embedding: score(item) = hidden . item_embedding(item).
 - `score_next` is the exported entry point (ONNX): no Python control flow on tensor values.
 - optional repeat head (a copy mechanism, in the spirit of RepeatNet, Ren et al., AAAI 2019):
-  score(item) += w * log(1 + sum over the item's earlier occurrences of decay^age). Grocery
-  baskets are mostly re-purchases, which a softmax over embeddings learns slowly from few users;
-  the head gives the transformer a direct path to them, with w and decay learned.
+  score(item) += w_seen * [bought before] + w_count * log(1 + count) + w_decay * log(1 + sum over
+  the item's earlier occurrences of decay^age). Grocery baskets are mostly re-purchases, which a
+  softmax over embeddings learns slowly from few users; the head gives the transformer a direct
+  path to them (personal frequency and recency, as in TIFU-KNN), with its four scalars learned
+  at their own, larger learning rate (`repeat_lr`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class SASRecConfig(StrictModel):
     n_negatives: int = Field(256, ge=1, description="negatives per batch for sampled_softmax")
     use_category: bool = Field(False, description="add a category embedding to each item embedding")
     repeat_head: bool = Field(False, description="add a learned, recency-decayed repeat score for items already in the sequence")
+    repeat_lr: float = Field(0.05, gt=0, description="learning rate of the repeat head's four scalars (a few steps per epoch at the shared rate barely move them)")
     objective: Literal["next_item", "next_basket"] = Field(
         "next_item", description="next_basket: at each basket's last item, predict every item of the next basket (full softmax)"
     )
@@ -138,6 +141,8 @@ class SASRec(nn.Module):
             self.register_buffer("item_categories", item_categories.clone())
             self.category_emb = nn.Embedding(int(item_categories.max()) + 1, config.dim)
         if config.repeat_head:
+            self.repeat_seen = nn.Parameter(torch.tensor(1.0))
+            self.repeat_count_weight = nn.Parameter(torch.tensor(1.0))
             self.repeat_weight = nn.Parameter(torch.tensor(1.0))
             self.repeat_decay_logit = nn.Parameter(torch.tensor(3.0))  # sigmoid(3) ~ 0.95 per item of age
         self.drop = nn.Dropout(config.dropout)
@@ -185,16 +190,29 @@ class SASRec(nn.Module):
             x = block(x, mask)
         return self.ln_f(x)
 
-    def repeat_scores(self, sequences: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
-        """[N, n_items] repeat-head scores: w * log(1 + sum over occurrences of decay^age), per item.
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """Optimizer groups: the repeat head's scalars at `repeat_lr` without weight decay, the rest as given."""
+        head = {name: p for name, p in self.named_parameters() if name.startswith("repeat_")}
+        rest = [p for name, p in self.named_parameters() if name not in head]
+        groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
+        if head:
+            groups.append({"params": list(head.values()), "lr": self.config.repeat_lr, "weight_decay": 0.0})
+        return groups
 
+    def repeat_scores(self, sequences: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
+        """[N, n_items] repeat-head scores, per item, from its occurrences before the query.
+
+        w_seen * [count > 0] + w_count * log(1 + count) + w_decay * log(1 + sum of decay^age).
         sequences: [N, L] item ids; age: [N, L] how many positions before the query each item is
         (negative = after the query, ignored).
         """
         decay = torch.sigmoid(self.repeat_decay_logit)
-        weights = torch.where((age >= 0) & (sequences > 0), decay ** age.clamp(min=0), torch.zeros_like(age))
-        sums = weights.new_zeros((sequences.shape[0], self.n_items + 1)).scatter_add(1, sequences, weights)
-        return self.repeat_weight * torch.log1p(sums[:, 1:])
+        before = ((age >= 0) & (sequences > 0)).float()
+        rows = (sequences.shape[0], self.n_items + 1)
+        counts = before.new_zeros(rows).scatter_add(1, sequences, before)[:, 1:]
+        decayed = before.new_zeros(rows).scatter_add(1, sequences, before * decay ** age.clamp(min=0))[:, 1:]
+        seen = (counts > 0).float()
+        return self.repeat_seen * seen + self.repeat_count_weight * torch.log1p(counts) + self.repeat_weight * torch.log1p(decayed)
 
     def score_next(self, items: torch.Tensor) -> torch.Tensor:
         """[B, L] -> [B, n_items] scores for the next item; column j is item id j + 1."""

@@ -28,7 +28,7 @@ from hyperrec.models.pipeline import Pipeline, PipelineConfig
 from hyperrec.train.evaluate import Evaluation, evaluate_model, metric_names
 from hyperrec.train.metrics import paired_bootstrap
 from hyperrec.train.report import plot_metrics, print_table, write_table
-from hyperrec.train.runs import is_run, load_run
+from hyperrec.train.runs import load_run, resolve_run
 from hyperrec.train.tuning import grid_points, tune
 
 
@@ -54,8 +54,8 @@ def validate_methods(config: ExperimentConfig, path: Path | str) -> None:
         raise ConfigError(f"{path}: key 'eval.tune_metric': value {config.eval.tune_metric!r} is not one of {known}")
     for name, method in config.methods.items():
         if method.kind == "run":
-            if not is_run(method.path):
-                raise ConfigError(f"{path}: key 'methods.{name}.path': value '{method.path}' is not a training run directory")
+            if resolve_run(method.path) is None:
+                raise ConfigError(f"{path}: key 'methods.{name}.path': value '{method.path}' is not a training run directory, nor the name of a finished run (train it first: hyperrec train configs/train/<config>.yaml)")
             continue
         if method.kind == "pipeline":
             check_section(path, f"methods.{name}.params", lambda: PipelineConfig.model_validate(method.params))
@@ -71,7 +71,7 @@ def headline_metrics(ks: list[int], list_length: int) -> list[str]:
     names = [f"recall@{k}", f"ndcg@{k}", f"hit@{k}"]
     if k2 != k:
         names += [f"recall@{k2}", f"ndcg@{k2}"]
-    return names + [f"mrr@{list_length}", f"repeat_recall@{k}", f"explore_recall@{k}", f"repeat_share@{k}", f"coverage@{k}"]
+    return names + [f"mrr@{list_length}", f"repeat_recall@{k}", f"explore_recall@{k}", f"new_item_recall@{k}", f"repeat_share@{k}", f"coverage@{k}"]
 
 
 def evaluate_methods(config: ExperimentConfig, split: Split, catalog: pd.DataFrame, console: Console) -> dict[str, MethodResult]:
@@ -80,13 +80,15 @@ def evaluate_methods(config: ExperimentConfig, split: Split, catalog: pd.DataFra
     for name, method in config.methods.items():
         if method.kind in ("run", "pipeline"):
             results[name] = evaluate_fixed(lambda m=method: build_fixed(m, catalog), split, ev.ks, ev.list_length, ev.tune_metric)
+            if method.kind == "run":
+                results[name] = replace(results[name], params={"run": str(resolve_run(method.path))})
             console.print(f"  {name}: {method.kind}, valid {ev.tune_metric}={results[name].valid_score:.4f}, fit {results[name].fit_seconds:.0f}s")
             continue
         params, trials = tune(method.kind, method.params, method.grid, split.valid, ev.tune_metric, ev.ks, ev.list_length, label=name)
         started = time.perf_counter()
         model = make_baseline(method.kind, params).fit(split.test.history)
         fit_seconds = time.perf_counter() - started
-        evaluation = evaluate_model(model, split.test, ev.ks, ev.list_length)
+        evaluation = evaluate_model(model, split.test, ev.ks, ev.list_length, new_item_lists=True)
         valid_score = float(trials[ev.tune_metric].max())
         results[name] = MethodResult(params, valid_score, evaluation, fit_seconds)
         console.print(f"  {name}: valid {ev.tune_metric}={valid_score:.4f} over {len(trials)} point(s), params {params}")
@@ -96,7 +98,7 @@ def evaluate_methods(config: ExperimentConfig, split: Split, catalog: pd.DataFra
 def build_fixed(method: MethodConfig, catalog: pd.DataFrame) -> Recommender:
     """A method with nothing to grid-search: a trained run, or a pipeline over baseline retrievers."""
     if method.kind == "run":
-        return load_run(method.path, catalog)
+        return load_run(resolve_run(method.path), catalog)
     retrievers = {name: make_baseline(r.kind, r.params) for name, r in method.retrievers.items()}
     return Pipeline(retrievers, PipelineConfig.model_validate(method.params), catalog)
 
@@ -107,7 +109,7 @@ def evaluate_fixed(build: Callable[[], Recommender], split: Split, ks: list[int]
     started = time.perf_counter()
     model = build().fit(split.test.history)
     fit_seconds = time.perf_counter() - started
-    return MethodResult({}, valid_score, evaluate_model(model, split.test, ks, list_length), fit_seconds)
+    return MethodResult({}, valid_score, evaluate_model(model, split.test, ks, list_length, new_item_lists=True), fit_seconds)
 
 
 def comparison_columns(results: dict[str, MethodResult], reference: str, metrics: list[str], samples: int, seed: int) -> pd.DataFrame:
@@ -149,7 +151,8 @@ def run_eval(config: ExperimentConfig, console: Console | None = None) -> EvalRe
     table = pd.DataFrame({name: {m: r.test.summary[m] for m in metrics} for name, r in results.items()}).T
     table.index.name = "method"
     reference = ev.reference or next(iter(results))
-    table = table.join(comparison_columns(results, reference, metrics[:2], ev.bootstrap_samples, config.seed))
+    compared = metrics[:2] + [f"new_item_recall@{ev.ks[0]}"]
+    table = table.join(comparison_columns(results, reference, compared, ev.bootstrap_samples, config.seed))
     out = ev.out_dir / config.name
     files = write_table(table, out, "results")
     plot_metrics(table, metrics[:5], out / "results.png", f"{config.name}: test split, full ranking")

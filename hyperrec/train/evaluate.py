@@ -57,7 +57,23 @@ def evaluate_lists(recs: np.ndarray, task: EvalTask, ks: list[int]) -> Evaluatio
     return Evaluation(per_user, summary)
 
 
-def evaluate_model(model: Recommender, task: EvalTask, ks: list[int], list_length: int) -> Evaluation:
-    """Fit-free: `model` must already be fitted on `task.history`."""
+def evaluate_model(model: Recommender, task: EvalTask, ks: list[int], list_length: int, new_item_lists: bool = False) -> Evaluation:
+    """Fit-free: `model` must already be fitted on `task.history`.
+
+    `new_item_lists` adds new_item_recall@K: the method ranks again with the user's own items
+    excluded (a "new for you" shelf), scored on the target items new to the user. The main
+    list's explore_recall@K mostly measures how few places a method gives new items; this
+    measures how well it picks them when it must.
+    """
     recs, _ = model.recommend(task.users, list_length)
-    return evaluate_lists(recs, task, ks)
+    evaluation = evaluate_lists(recs, task, ks)
+    if not new_item_lists:
+        return evaluation
+    seen = seen_items(task)
+    new_recs, _ = model.recommend(task.users, max(ks), exclude=seen)
+    per_user, summary = evaluation.per_user.copy(), dict(evaluation.summary)
+    for k in ks:
+        _, new_item_recall = M.split_recall_at_k(new_recs, task.targets, seen, k)
+        per_user[f"new_item_recall@{k}"] = new_item_recall
+        summary[f"new_item_recall@{k}"] = _mean_over_defined(new_item_recall)
+    return Evaluation(per_user, summary)

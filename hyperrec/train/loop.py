@@ -72,9 +72,10 @@ def unwrap(objective: nn.Module) -> nn.Module:
 
 
 def evaluate_trained_model(model: nn.Module, split: Split, task_name: str, config: ExperimentConfig, device: torch.device) -> Evaluation:
+    """Full-ranking metrics on the validation or test task (the test one with new-item lists too)."""
     task = getattr(split, task_name)
     recommender = TASKS[config.model.kind].recommender(unwrap(model), model_config(config), device).fit(task.history)
-    return evaluate_model(recommender, task, config.eval.ks, config.eval.list_length)
+    return evaluate_model(recommender, task, config.eval.ks, config.eval.list_length, new_item_lists=task_name == "test")
 
 
 def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState) -> None:
@@ -134,7 +135,7 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
     device = _device(config)
     model = build_model(config, dataset.catalog).to(device)
     objective = _prepare(TrainingObjective(model, config.model.kind), config)
-    optimizer = torch.optim.AdamW(objective.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    optimizer = torch.optim.AdamW(_param_groups(model, config))
     state = TrainingState(history=[])
     restored = reporter.restored_checkpoint() or resume_from
     if restored is not None:
@@ -167,6 +168,14 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
         unwrap(objective).load_state_dict(state.best_model)
         tracker.finish(unwrap(objective), evaluate_trained_model(objective, split, "test", config, device), state.history, state.best_epoch)
     return state
+
+
+def _param_groups(model: nn.Module, config: ExperimentConfig) -> list[dict]:
+    """The model's own optimizer groups when it has some (SASRec's repeat head), else one group."""
+    lr, weight_decay = config.train.lr, config.train.weight_decay
+    if hasattr(model, "param_groups"):
+        return model.param_groups(lr, weight_decay)
+    return [{"params": list(model.parameters()), "lr": lr, "weight_decay": weight_decay}]
 
 
 def _device(config: ExperimentConfig) -> torch.device:

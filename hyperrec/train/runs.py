@@ -19,6 +19,16 @@ def is_run(path: Path | str) -> bool:
     return (Path(path) / MODEL_FILE).is_file()
 
 
+def resolve_run(path: Path | str) -> Path | None:
+    """`path` itself when it is a run; else the newest finished run `path-<time>` (runs are named
+    `<config name>-<YYYYmmdd-HHMMSS>`, so `experiments/runs/sasrec_instacart` means its latest run)."""
+    path = Path(path)
+    if is_run(path):
+        return path
+    runs = sorted(run for run in path.parent.glob(f"{path.name}-*") if run.name[len(path.name) + 1 :].replace("-", "").isdigit() and is_run(run))
+    return runs[-1] if runs else None
+
+
 def run_config(run_dir: Path | str) -> ExperimentConfig:
     """The config a run was trained with."""
     return ExperimentConfig.model_validate(json.loads((Path(run_dir) / RECORD_FILE).read_text())["config"])

@@ -230,9 +230,11 @@ def test_config_validation():
         SASRec(SASRecConfig(use_category=True), N_ITEMS, torch.zeros(N_ITEMS, dtype=torch.long))
 
 
-def test_repeat_head_adds_a_decayed_count_of_earlier_occurrences():
+def test_repeat_head_scores_seen_items_by_count_and_decayed_recency():
     model = make_model(repeat_head=True, seed=4).eval()
     with torch.no_grad():
+        model.repeat_seen.fill_(2.0)
+        model.repeat_count_weight.fill_(0.3)
         model.repeat_weight.fill_(0.7)
         model.repeat_decay_logit.fill_(0.0)  # decay 0.5 per item of age
     items = torch.tensor([[0, 0, 0, 0, 5, 3, 5, 9]])
@@ -240,10 +242,19 @@ def test_repeat_head_adds_a_decayed_count_of_earlier_occurrences():
         base = model.forward(items)[:, -1] @ model.item_embeddings()[1:].T
         added = (model.score_next(items) - base)[0]
     expected = torch.zeros(N_ITEMS)
-    expected[5 - 1] = 0.7 * math.log1p(0.5**3 + 0.5**1)  # item 5 at ages 3 and 1
-    expected[3 - 1] = 0.7 * math.log1p(0.5**2)
-    expected[9 - 1] = 0.7 * math.log1p(1.0)
+    expected[5 - 1] = 2.0 + 0.3 * math.log1p(2) + 0.7 * math.log1p(0.5**3 + 0.5**1)  # item 5 at ages 3 and 1
+    expected[3 - 1] = 2.0 + 0.3 * math.log1p(1) + 0.7 * math.log1p(0.5**2)
+    expected[9 - 1] = 2.0 + 0.3 * math.log1p(1) + 0.7 * math.log1p(1.0)
     torch.testing.assert_close(added, expected, atol=1e-5, rtol=0)
+
+
+def test_repeat_head_scalars_get_their_own_learning_rate_and_no_weight_decay():
+    model = make_model(repeat_head=True, repeat_lr=0.05)
+    rest, head = model.param_groups(lr=1e-3, weight_decay=0.01)
+    assert {id(p) for p in head["params"]} == {id(model.repeat_seen), id(model.repeat_count_weight), id(model.repeat_weight), id(model.repeat_decay_logit)}
+    assert (head["lr"], head["weight_decay"], rest["lr"], rest["weight_decay"]) == (0.05, 0.0, 1e-3, 0.01)
+    assert len(rest["params"]) + len(head["params"]) == len(list(model.parameters()))
+    assert len(make_model().param_groups(lr=1e-3, weight_decay=0.0)) == 1
 
 
 def test_next_basket_loss_is_the_mean_cross_entropy_of_the_next_baskets_items():

@@ -7,7 +7,9 @@ from hyperrec.cli import main
 from hyperrec.config import DataConfig
 from hyperrec.data.sequences import make_split
 from hyperrec.models.baselines import make_baseline
-from hyperrec.train.evaluate import evaluate_lists, metric_names
+import numpy as np
+
+from hyperrec.train.evaluate import evaluate_lists, evaluate_model, metric_names, seen_items
 
 
 @pytest.fixture()
@@ -78,6 +80,20 @@ def test_summary_names_match_metric_names(tiny):
     split = make_split(tiny, DataConfig())
     recs, _ = make_baseline("popularity").fit(split.test.history).recommend(split.test.users, 5)
     assert sorted(evaluate_lists(recs, split.test, [1, 3]).summary) == sorted(metric_names([1, 3], 5))
+
+
+def test_new_item_lists_rank_without_the_users_items_and_score_the_new_targets(tiny):
+    split = make_split(tiny, DataConfig())
+    model = make_baseline("popularity").fit(split.test.history)
+    evaluation = evaluate_model(model, split.test, [1, 3], 5, new_item_lists=True)
+    seen = seen_items(split.test)
+    recs, _ = model.recommend(split.test.users, 3, exclude=seen)
+    for row, (targets, bought) in enumerate(zip(split.test.targets, seen)):
+        assert not set(recs[row]) & set(bought)
+        new = set(targets) - set(bought)
+        expected = len(new & set(recs[row, :3])) / len(new) if new else np.nan
+        np.testing.assert_equal(evaluation.per_user["new_item_recall@3"].iloc[row], expected)
+    assert "new_item_recall@1" not in evaluate_model(model, split.test, [1], 5).summary
 
 
 def test_a_pipeline_is_evaluated_and_scored_like_any_method(tmp_path, capsys):

@@ -60,10 +60,13 @@ def test_eval_and_compare_put_the_run_next_to_baselines(trained_run, tmp_path):
     config = tmp_path / "eval.yaml"
     config.write_text(yaml.safe_dump({**{k: record["config"][k] for k in ("data", "seed")}, "name": "with_run",
         "eval": {"ks": [10], "list_length": 20, "reference": "freq", "out_dir": str(tmp_path / "results"), "bootstrap_samples": 200},
-        "methods": {"freq": {"kind": "top_frequency"}, "sasrec": {"kind": "run", "path": str(run_dir)}}}))  # fmt: skip
+        "methods": {"freq": {"kind": "top_frequency"}, "sasrec": {"kind": "run", "path": str(run_dir)},
+                    "latest": {"kind": "run", "path": str(run_dir.parent / record["config"]["name"])}}}))  # fmt: skip
     assert main(["eval", str(config)]) == 0
     table = pd.read_csv(tmp_path / "results" / "with_run" / "results.csv", index_col="method")
     assert table.loc["sasrec", "recall@10"] == pytest.approx(record["test"]["recall@10"])
+    assert table.loc["sasrec", "new_item_recall@10"] == pytest.approx(record["test"]["new_item_recall@10"])
+    assert table.loc["latest", "recall@10"] == table.loc["sasrec", "recall@10"]  # the config name resolves to its latest run
     compared = compare_runs([run_dir, run_dir], tmp_path / "cmp")
     assert len(compared) == 1 and next((tmp_path / "cmp").glob("compare-*/learning_curves.png"))
 
