@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from hyperrec.models.sasrec import SASRecConfig
 from hyperrec.models.two_tower import TwoTowerConfig
 from hyperrec.train.loop import TrainingObjective
 from hyperrec.train.model_factory import TASKS
+from hyperrec.train.report import print_table, write_table
 
 MAX_LEN, DIM = 50, 64
 
@@ -112,24 +112,26 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=Path("experiments/results/bench"), help="where the CSV and Markdown table go")
     args = parser.parse_args()
 
     import ray
 
     ray.init(num_cpus=max(args.workers), include_dashboard=False, log_to_driver=False, configure_logging=False)
-    table = Table(title=f"training throughput (dim {DIM}, max_len {MAX_LEN}, batch {args.batch_size}/worker, {args.steps} steps, 1 thread/worker)")
-    for column in ("model", "items", "runner", "examples/s", "vs bare", "peak RSS MiB/process"):
-        table.add_column(column, justify="right")
+    rows = []
     for kind in args.models:
         for n_items in args.items:
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:  # its own peak RSS
                 bare = fresh.submit(run_steps, kind, n_items, args.steps, args.batch_size).result()
-            table.add_row(kind, f"{n_items:,}", "bare PyTorch", f"{bare['per_s']:.0f}", "1.00", f"{bare['peak_mib']:.0f}")
+            rows.append({"model": kind, "items": n_items, "runner": "bare PyTorch", "examples/s": round(bare["per_s"]), "vs bare": 1.0, "peak RSS MiB/process": round(bare["peak_mib"])})
             for workers in args.workers:
                 on_ray = run_on_ray(kind, n_items, args.steps, args.batch_size, workers)
-                table.add_row(kind, f"{n_items:,}", f"Ray Train x{workers}", f"{on_ray['per_s']:.0f}", f"{on_ray['per_s'] / bare['per_s']:.2f}", f"{on_ray['peak_mib']:.0f}")
+                rows.append({"model": kind, "items": n_items, "runner": f"Ray Train x{workers}", "examples/s": round(on_ray["per_s"]),
+                             "vs bare": round(on_ray["per_s"] / bare["per_s"], 2), "peak RSS MiB/process": round(on_ray["peak_mib"])})  # fmt: skip
     ray.shutdown()
-    Console(width=160).print(table)
+    table = pd.DataFrame(rows).set_index("model")
+    print_table(table, f"training throughput (dim {DIM}, max_len {MAX_LEN}, batch {args.batch_size}/worker, {args.steps} steps, 1 thread/worker)", Console(width=160))
+    print("wrote " + ", ".join(str(f) for f in write_table(table, args.out, "train_throughput")))
 
 
 if __name__ == "__main__":

@@ -100,13 +100,13 @@ def train_one_epoch(objective: nn.Module, optimizer: torch.optim.Optimizer, exam
         n_steps = min(n_steps, tc.max_steps_per_epoch)
     torch.manual_seed(config.seed * 1_000_003 + epoch * 101 + reporter.rank)  # dropout
     objective.train()
-    total, steps = 0.0, range(n_steps)
+    total, bar = 0.0, None
     if tc.progress and reporter.rank == 0:
         from ray.experimental.tqdm_ray import tqdm  # bars that render in the driver's terminal
 
-        steps = tqdm(steps, desc=f"epoch {epoch + 1}/{tc.epochs}", total=n_steps)
+        bar = tqdm(desc=f"epoch {epoch + 1}/{tc.epochs}", total=n_steps)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16)
-    for step in steps:
+    for step in range(n_steps):
         batch = order[step * tc.batch_size : (step + 1) * tc.batch_size]
         tensors = {name: torch.from_numpy(values[batch]).to(device) for name, values in examples.items()}
         with autocast:
@@ -117,6 +117,10 @@ def train_one_epoch(objective: nn.Module, optimizer: torch.optim.Optimizer, exam
             nn.utils.clip_grad_norm_(objective.parameters(), tc.grad_clip)
         optimizer.step()
         total += loss.detach().item()
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()  # the driver's last view of an unclosed bar is its last throttled update
     return total / n_steps, n_steps * tc.batch_size
 
 
