@@ -70,14 +70,14 @@ class MethodConfig(StrictModel):
     """One recommender to evaluate: `kind` picks the class, `params` its settings, `grid` the
     values tried on the validation split (the best by `eval.tune_metric` is used on test).
     Kind `run` evaluates a trained model from its run directory; kind `pipeline` chains
-    candidate generation (`retrievers`, repeat items, popularity) and a learned ranker (`params`:
+    candidate generation (`retrievers`: baselines or trained runs, repeat items, popularity) and a learned ranker (`params`:
     hyperrec.models.pipeline.PipelineConfig)."""
 
     kind: Literal["popularity", "top_frequency", "item_knn", "tifu_knn", "run", "pipeline"]
     params: dict[str, Any] = {}
     grid: dict[str, list[float | int | bool]] = {}
     path: Path | None = Field(None, description="kind 'run': a training run directory, or experiments/runs/<config name> for that config's latest run")
-    retrievers: dict[str, "MethodConfig"] = Field({}, description="kind 'pipeline': the candidate sources (baselines)")
+    retrievers: dict[str, "MethodConfig"] = Field({}, description="kind 'pipeline': the candidate sources (baselines with fixed params, or trained runs)")
 
     @model_validator(mode="after")
     def _kind_specific_keys(self) -> "MethodConfig":
@@ -89,8 +89,8 @@ class MethodConfig(StrictModel):
             raise ValueError("only a method of kind 'pipeline' takes `retrievers`")
         if self.kind == "pipeline" and self.grid:
             raise ValueError("a pipeline is tuned in its own config (params), not by grid")
-        if any(r.kind in ("run", "pipeline") or r.grid for r in self.retrievers.values()):
-            raise ValueError("retrievers are baselines with fixed params (no grid, no runs or pipelines)")
+        if any(r.kind == "pipeline" or r.grid for r in self.retrievers.values()):
+            raise ValueError("retrievers are baselines with fixed params or trained runs (no grid, no pipelines)")
         return self
 
 

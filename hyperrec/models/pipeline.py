@@ -16,6 +16,11 @@ history and every aggregate (popularity, repeat rates, ...) is recomputed from i
 label basket, or of anything after it, reaches its features. With `history` = the test task's
 history, cut-off 1's label is the validation basket. Then the retrievers are refitted on all of
 `history`, and serving features come from all of it.
+
+A trained run as a retriever is the exception: "refitting" it only hands it the truncated history;
+its weights were learned from every basket before the validation basket, so on the earlier
+cut-offs it has seen the labels and the ranker sees it at its best. The test basket stays unseen
+by everything, so test metrics remain honest; the ranker may merely trust the run too much.
 """
 
 from __future__ import annotations

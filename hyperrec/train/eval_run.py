@@ -54,16 +54,23 @@ def validate_methods(config: ExperimentConfig, path: Path | str) -> None:
         raise ConfigError(f"{path}: key 'eval.tune_metric': value {config.eval.tune_metric!r} is not one of {known}")
     for name, method in config.methods.items():
         if method.kind == "run":
-            if resolve_run(method.path) is None:
-                raise ConfigError(f"{path}: key 'methods.{name}.path': value '{method.path}' is not a training run directory, nor the name of a finished run (train it first: hyperrec train configs/train/<config>.yaml)")
+            _check_run(method, f"methods.{name}", path)
             continue
         if method.kind == "pipeline":
             check_section(path, f"methods.{name}.params", lambda: PipelineConfig.model_validate(method.params))
             for r, retriever in method.retrievers.items():
-                check_section(path, f"methods.{name}.retrievers.{r}.params", lambda: make_baseline(retriever.kind, retriever.params))
+                if retriever.kind == "run":
+                    _check_run(retriever, f"methods.{name}.retrievers.{r}", path)
+                else:
+                    check_section(path, f"methods.{name}.retrievers.{r}.params", lambda: make_baseline(retriever.kind, retriever.params))
             continue
         for point in [method.params, *grid_points(method.params, method.grid)]:
             check_section(path, f"methods.{name}.params", lambda: make_baseline(method.kind, point))
+
+
+def _check_run(method: MethodConfig, key: str, path: Path | str) -> None:
+    if resolve_run(method.path) is None:
+        raise ConfigError(f"{path}: key '{key}.path': value '{method.path}' is not a training run directory, nor the name of a finished run (train it first: hyperrec train configs/train/<config>.yaml)")
 
 
 def headline_metrics(ks: list[int], list_length: int) -> list[str]:
@@ -96,10 +103,10 @@ def evaluate_methods(config: ExperimentConfig, split: Split, catalog: pd.DataFra
 
 
 def build_fixed(method: MethodConfig, catalog: pd.DataFrame) -> Recommender:
-    """A method with nothing to grid-search: a trained run, or a pipeline over baseline retrievers."""
+    """A method with nothing to grid-search: a trained run, or a pipeline over baselines and runs."""
     if method.kind == "run":
         return load_run(resolve_run(method.path), catalog)
-    retrievers = {name: make_baseline(r.kind, r.params) for name, r in method.retrievers.items()}
+    retrievers = {name: build_fixed(r, catalog) if r.kind == "run" else make_baseline(r.kind, r.params) for name, r in method.retrievers.items()}
     return Pipeline(retrievers, PipelineConfig.model_validate(method.params), catalog)
 
 

@@ -55,18 +55,27 @@ def test_recommend_loads_the_trained_run(trained_run, tmp_path):
     assert len(recs) == recs["user_id"].nunique() * 5 and recs["item_id"].str.startswith("i").all()
 
 
-def test_eval_and_compare_put_the_run_next_to_baselines(trained_run, tmp_path):
+def test_eval_and_compare_put_the_run_next_to_baselines(trained_run, tmp_path, capsys):
     run_dir, record = trained_run
     config = tmp_path / "eval.yaml"
     config.write_text(yaml.safe_dump({**{k: record["config"][k] for k in ("data", "seed")}, "name": "with_run",
         "eval": {"ks": [10], "list_length": 20, "reference": "freq", "out_dir": str(tmp_path / "results"), "bootstrap_samples": 200},
         "methods": {"freq": {"kind": "top_frequency"}, "sasrec": {"kind": "run", "path": str(run_dir)},
-                    "latest": {"kind": "run", "path": str(run_dir.parent / record["config"]["name"])}}}))  # fmt: skip
+                    "latest": {"kind": "run", "path": str(run_dir.parent / record["config"]["name"])},
+                    "pipe": {"kind": "pipeline", "retrievers": {"sasrec": {"kind": "run", "path": str(run_dir)}},
+                             "params": {"retriever_top_n": 20, "popular_top_n": 10, "label_baskets": 2, "ranker": {"epochs": 2}}}}}))  # fmt: skip
     assert main(["eval", str(config)]) == 0
     table = pd.read_csv(tmp_path / "results" / "with_run" / "results.csv", index_col="method")
+    assert 0 < table.loc["pipe", "recall@10"] <= 1  # a trained run as the pipeline's retriever
     assert table.loc["sasrec", "recall@10"] == pytest.approx(record["test"]["recall@10"])
     assert table.loc["sasrec", "new_item_recall@10"] == pytest.approx(record["test"]["new_item_recall@10"])
     assert table.loc["latest", "recall@10"] == table.loc["sasrec", "recall@10"]  # the config name resolves to its latest run
+    bad = tmp_path / "bad.yaml"
+    broken = yaml.safe_load(config.read_text())
+    broken["methods"]["pipe"]["retrievers"]["sasrec"]["path"] = str(tmp_path / "nowhere")
+    bad.write_text(yaml.safe_dump(broken))
+    assert main(["eval", str(bad)]) == 2
+    assert "methods.pipe.retrievers.sasrec.path" in capsys.readouterr().err
     compared = compare_runs([run_dir, run_dir], tmp_path / "cmp")
     assert len(compared) == 1 and next((tmp_path / "cmp").glob("compare-*/learning_curves.png"))
 
