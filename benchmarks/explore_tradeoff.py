@@ -57,6 +57,8 @@ def main() -> None:
     for name in ("popularity", "top_frequency", "item_knn", "tifu_knn"):
         if name in config.methods:
             baseline = config.methods[name]
+            if baseline.grid and name not in tuned_params:
+                parser.error(f"{args.config}: '{name}' is tuned by a grid; run `hyperrec eval {args.config}` first so that its tuned parameters are compared")
             params = tuned_params.get(name, {}).get("params", baseline.params)
             baselines[name] = evaluate_model(make_baseline(baseline.kind, params).fit(split.test.history), split.test, [10], 100)
     best_recall = max(baselines, key=lambda n: baselines[n].summary["recall@10"])

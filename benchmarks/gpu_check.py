@@ -58,6 +58,7 @@ def sync(device: torch.device) -> None:
 
 
 def peak_memory_mib(device: torch.device) -> float:
+    """Peak allocated CUDA memory since the last reset; on CPU the process's peak RSS so far."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -68,7 +69,7 @@ def zipf_sequences(n_items: int, rows: int, length: int, rng: np.random.Generato
     return torch.from_numpy(rng.choice(n_items, size=(rows, length), p=weights / weights.sum()) + 1)
 
 
-def train_steps(n_items: int, steps: int, device: torch.device, bf16: bool) -> dict:
+def train_steps(n_items: int, steps: int, device: torch.device, bf16: bool) -> dict[str, object]:
     """SASRec steps on random Zipf sequences: sequences/s (after one warm-up step) and peak memory."""
     torch.manual_seed(0)
     loss = "full_softmax" if n_items <= 100_000 else "sampled_softmax"
@@ -93,7 +94,7 @@ def train_steps(n_items: int, steps: int, device: torch.device, bf16: bool) -> d
             "ms": 1000 * seconds / steps, "peak_mib": peak_memory_mib(device), "final_loss": float(value)}  # fmt: skip
 
 
-def top_k(n_items: int, queries: int, device: torch.device, repeats: int = 20) -> list[dict]:
+def top_k(n_items: int, queries: int, device: torch.device, repeats: int = 20) -> list[dict[str, object]]:
     """Exact inner-product top-100 of `queries` user vectors against `n_items` item vectors."""
     generator = torch.Generator(device="cpu").manual_seed(0)
     items = torch.randn(n_items, DIM, generator=generator).to(device)
@@ -119,11 +120,11 @@ def top_k(n_items: int, queries: int, device: torch.device, repeats: int = 20) -
             _, faiss_found = index.search(users.cpu().numpy(), 100)
         ms = 1000 * (time.perf_counter() - started) / repeats
         agree = np.mean([len(set(a) & set(b)) / 100 for a, b in zip(faiss_found, found.cpu().numpy())])
-        rows.append({"check": "FAISS GpuIndexFlatIP top-100", "items": n_items, "result": f"{queries} queries, {agree:.3f} overlap with torch", "ms": ms})
+        rows.append({"check": "FAISS GpuIndexFlatIP top-100 (host in/out)", "items": n_items, "result": f"{queries} queries, {agree:.3f} overlap with torch", "ms": ms})
     return rows
 
 
-def onnx_runtime(n_items: int, device: torch.device) -> dict:
+def onnx_runtime(n_items: int, device: torch.device) -> dict[str, object]:
     """Export the SASRec encoder, run it in ONNX Runtime on the best provider, check parity."""
     import onnxruntime as ort
 
@@ -149,7 +150,7 @@ def onnx_runtime(n_items: int, device: torch.device) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, nargs="+", default=[10_000, 1_000_000], help="catalogue sizes for training and top-k")
-    parser.add_argument("--steps", type=int, default=300, help="timed training steps per size")
+    parser.add_argument("--steps", type=lambda v: max(1, int(v)), default=300, help="timed training steps per size (at least 1)")
     parser.add_argument("--queries", type=int, default=256, help="user vectors per top-k batch")
     parser.add_argument("--out", type=Path, default=Path("experiments/results/bench"), help="where gpu_check.csv goes")
     args = parser.parse_args()

@@ -64,15 +64,16 @@ def cmd_recommend(args: argparse.Namespace) -> None:
     from hyperrec.data.sources import load_dataset
     from hyperrec.train.eval_run import build_fixed
     from hyperrec.train.recommend import fit_for_serving, recommendations_frame, resolve_method, select_users, write_recommendations
-    from hyperrec.train.runs import is_run, load_run, run_config
+    from hyperrec.train.runs import load_run, resolve_run, run_config
 
     started = time.perf_counter()
-    if is_run(args.model):
-        config = load_config(args.config, args.overrides) if args.config else run_config(args.model)
+    run = resolve_run(args.model)
+    if run is not None:
+        config = load_config(args.config, args.overrides) if args.config else run_config(run)
         dataset = load_dataset(config.data)
         split = make_split(dataset, config.data)
-        model = load_run(args.model, dataset.catalog).fit(split.full)
-        described = f"run {args.model}"
+        model = load_run(run, dataset.catalog).fit(split.full)
+        described = f"run {run}"
     else:
         config = load_config(args.config or DEMO_CONFIG, args.overrides)
         dataset = load_dataset(config.data)

@@ -89,8 +89,9 @@ class MethodConfig(StrictModel):
             raise ValueError("only a method of kind 'pipeline' takes `retrievers`")
         if self.kind == "pipeline" and self.grid:
             raise ValueError("a pipeline is tuned in its own config (params), not by grid")
-        if any(r.kind == "pipeline" or r.grid for r in self.retrievers.values()):
-            raise ValueError("retrievers are baselines with fixed params or trained runs (no grid, no pipelines)")
+        for name, retriever in self.retrievers.items():
+            if retriever.kind == "pipeline" or retriever.grid:
+                raise ValueError(f"retriever '{name}': retrievers are baselines with fixed params or trained runs (no grid, no pipelines)")
         return self
 
 

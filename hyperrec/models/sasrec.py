@@ -25,7 +25,7 @@ Conventions:
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +44,7 @@ class SASRecConfig(StrictModel):
     loss: Literal["full_softmax", "sampled_softmax"] = "full_softmax"
     n_negatives: int = Field(256, ge=1, description="negatives per batch for sampled_softmax")
     use_category: bool = Field(False, description="add a category embedding to each item embedding")
-    repeat_head: bool = Field(False, description="add a learned, recency-decayed repeat score for items already in the sequence")
+    repeat_head: bool = Field(False, description="add a learned repeat score (seen flag, count, decayed recency) for items already in the sequence")
     repeat_lr: float = Field(0.05, gt=0, description="learning rate of the repeat head's four scalars (a few steps per epoch at the shared rate barely move them)")
     objective: Literal["next_item", "next_basket"] = Field(
         "next_item", description="next_basket: at each basket's last item, predict every item of the next basket (full softmax)"
@@ -190,7 +190,7 @@ class SASRec(nn.Module):
             x = block(x, mask)
         return self.ln_f(x)
 
-    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """Optimizer groups: the repeat head's scalars at `repeat_lr` without weight decay, the rest as given."""
         head = {name: p for name, p in self.named_parameters() if name.startswith("repeat_")}
         rest = [p for name, p in self.named_parameters() if name not in head]

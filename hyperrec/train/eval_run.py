@@ -105,7 +105,10 @@ def evaluate_methods(config: ExperimentConfig, split: Split, catalog: pd.DataFra
 def build_fixed(method: MethodConfig, catalog: pd.DataFrame) -> Recommender:
     """A method with nothing to grid-search: a trained run, or a pipeline over baselines and runs."""
     if method.kind == "run":
-        return load_run(resolve_run(method.path), catalog)
+        run = resolve_run(method.path)
+        if run is None:
+            raise FileNotFoundError(f"'{method.path}' is not a training run directory, nor the name of a finished run (train it first: hyperrec train configs/train/<config>.yaml)")
+        return load_run(run, catalog)
     retrievers = {name: build_fixed(r, catalog) if r.kind == "run" else make_baseline(r.kind, r.params) for name, r in method.retrievers.items()}
     return Pipeline(retrievers, PipelineConfig.model_validate(method.params), catalog)
 

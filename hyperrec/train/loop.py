@@ -174,7 +174,7 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
     return state
 
 
-def _param_groups(model: nn.Module, config: ExperimentConfig) -> list[dict]:
+def _param_groups(model: nn.Module, config: ExperimentConfig) -> list[dict[str, Any]]:
     """The model's own optimizer groups when it has some (SASRec's repeat head), else one group."""
     lr, weight_decay = config.train.lr, config.train.weight_decay
     if hasattr(model, "param_groups"):

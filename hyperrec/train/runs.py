@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +26,8 @@ def resolve_run(path: Path | str) -> Path | None:
     path = Path(path)
     if is_run(path):
         return path
-    runs = sorted(run for run in path.parent.glob(f"{path.name}-*") if run.name[len(path.name) + 1 :].replace("-", "").isdigit() and is_run(run))
+    stamped = re.compile(re.escape(path.name) + r"-\d{8}-\d{6}")
+    runs = sorted(run for run in path.parent.glob(f"{path.name}-*") if stamped.fullmatch(run.name) and is_run(run))
     return runs[-1] if runs else None
 
 
@@ -45,7 +47,10 @@ def load_model(run_dir: Path | str, catalog: pd.DataFrame) -> tuple[nn.Module, o
     task = TASKS[saved["kind"]]
     params = task.config_class.model_validate(saved["model_config"])
     model = task.build(params, catalog)
-    model.load_state_dict(saved["state_dict"])
+    missing, unexpected = model.load_state_dict(saved["state_dict"], strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{run_dir}: the saved weights do not fit this version's {saved['kind']} (missing {missing}, unexpected {unexpected}); "
+                         "the run was trained with an older model definition: train it again")  # fmt: skip
     return model.eval(), params
 
 

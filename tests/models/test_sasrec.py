@@ -249,10 +249,10 @@ def test_repeat_head_scores_seen_items_by_count_and_decayed_recency():
 
 
 def test_repeat_head_scalars_get_their_own_learning_rate_and_no_weight_decay():
-    model = make_model(repeat_head=True, repeat_lr=0.05)
+    model = make_model(repeat_head=True, repeat_lr=0.123)
     rest, head = model.param_groups(lr=1e-3, weight_decay=0.01)
     assert {id(p) for p in head["params"]} == {id(model.repeat_seen), id(model.repeat_count_weight), id(model.repeat_weight), id(model.repeat_decay_logit)}
-    assert (head["lr"], head["weight_decay"], rest["lr"], rest["weight_decay"]) == (0.05, 0.0, 1e-3, 0.01)
+    assert (head["lr"], head["weight_decay"], rest["lr"], rest["weight_decay"]) == (0.123, 0.0, 1e-3, 0.01)
     assert len(rest["params"]) + len(head["params"]) == len(list(model.parameters()))
     assert len(make_model().param_groups(lr=1e-3, weight_decay=0.0)) == 1
 
