@@ -2,8 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from hyperrec.config import ConfigError, ExperimentConfig, apply_overrides, load_config, parse_override
+from hyperrec.config import ConfigError, ExperimentConfig, SweepConfig, apply_overrides, load_config, parse_override
 from hyperrec.train.eval_run import validate_methods
+from hyperrec.train.model_factory import model_config
+from hyperrec.train.sweep import check_space, load_base
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -17,7 +19,12 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_every_committed_experiment_config_loads_and_validates():
     for path in sorted((REPO / "configs" / "eval").glob("*.yaml")):
         config = load_config(path)
-        validate_methods(config, path)
+        validate_methods(config, path, require_runs=False)  # the runs they name exist once trained
+    for path in sorted((REPO / "configs" / "train").glob("*.yaml")):
+        model_config(load_config(path), path)
+    for path in sorted((REPO / "configs" / "sweep").glob("*.yaml")):
+        sweep = load_config(path, schema=SweepConfig)
+        check_space(sweep, load_base(sweep, path), path)
 
 
 def test_unknown_key_names_key_value_and_file(tmp_path):

@@ -47,20 +47,23 @@ class EvalReport:
     files: list[Path]
 
 
-def validate_methods(config: ExperimentConfig, path: Path | str) -> None:
-    """Check every method's params and grid points, and the tuning metric, before any data loads."""
+def validate_methods(config: ExperimentConfig, path: Path | str, require_runs: bool = True) -> None:
+    """Check every method's params and grid points, and the tuning metric, before any data loads;
+    with `require_runs`, also that every run a method names has been trained."""
     known = metric_names(config.eval.ks, config.eval.list_length)
     if config.eval.tune_metric not in known:
         raise ConfigError(f"{path}: key 'eval.tune_metric': value {config.eval.tune_metric!r} is not one of {known}")
     for name, method in config.methods.items():
         if method.kind == "run":
-            _check_run(method, f"methods.{name}", path)
+            if require_runs:
+                _check_run(method, f"methods.{name}", path)
             continue
         if method.kind == "pipeline":
             check_section(path, f"methods.{name}.params", lambda: PipelineConfig.model_validate(method.params))
             for r, retriever in method.retrievers.items():
                 if retriever.kind == "run":
-                    _check_run(retriever, f"methods.{name}.retrievers.{r}", path)
+                    if require_runs:
+                        _check_run(retriever, f"methods.{name}.retrievers.{r}", path)
                 else:
                     check_section(path, f"methods.{name}.retrievers.{r}.params", lambda: make_baseline(retriever.kind, retriever.params))
             continue
