@@ -162,15 +162,16 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
         metrics = {"epoch": state.epoch, "train_loss": loss, "samples_per_s": seen * reporter.world_size / train_seconds,
                    "epoch_seconds": time.perf_counter() - started, **{f"valid/{k}": v for k, v in valid.items()}}  # fmt: skip
         state.history.append(metrics)
+        finished = state.epoch >= config.train.epochs or state.bad_epochs >= config.train.patience
         if tracker is not None:
             tracker.log_epoch(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             if reporter.rank == 0:
                 save_checkpoint(Path(tmp), objective, optimizer, state)
+            if finished and tracker is not None:  # before the last report: a Tune scheduler may stop the trial at it
+                unwrap(objective).load_state_dict(state.best_model)
+                tracker.finish(unwrap(objective), evaluate_trained_model(objective, split, "test", config, device), state.history, state.best_epoch)
             reporter.report({**metrics, "best_" + config.train.monitor: state.best_metric}, Path(tmp) if reporter.rank == 0 else None)
-    if tracker is not None:
-        unwrap(objective).load_state_dict(state.best_model)
-        tracker.finish(unwrap(objective), evaluate_trained_model(objective, split, "test", config, device), state.history, state.best_epoch)
     return state
 
 

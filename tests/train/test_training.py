@@ -106,9 +106,10 @@ def test_two_trial_sweep_writes_table_and_plots(ray_cluster, tmp_path):
     base.write_text(yaml.safe_dump(tiny_training_config(tmp_path)))
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(yaml.safe_dump({"name": "tiny_sweep", "base": str(base), "space": {"model.params.dim": {"grid": [8, 16]}},
-                                          "num_samples": 1, "scheduler": {"kind": "fifo"}, "trial_resources": {"CPU": 1}}))  # fmt: skip
+                                          "num_samples": 1, "scheduler": {"kind": "asha", "grace_period": 2}, "trial_resources": {"CPU": 1}}))  # fmt: skip
     table = run_sweep(load_config(sweep_file, schema=SweepConfig), sweep_file)
     assert sorted(table["model.params.dim"]) == [8, 16]
+    # ASHA stops every trial at its last epoch's report (max_t = epochs); the record is written before it
     assert (table["status"] == "finished").all() and table["test/recall@10"].between(0, 1).all()
     sweep_dir = next((tmp_path / "runs").glob("tiny_sweep-*"))
     for name in ("sweep_results.csv", "sweep_results.md", "metric_vs_params.png", "learning_curves.png"):
