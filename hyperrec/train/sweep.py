@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
+from ray.tune.search import BasicVariantGenerator  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from hyperrec.config import ExperimentConfig, SearchDimension, SweepConfig, apply_overrides, read_yaml, set_dotted, validate  # noqa: E402
@@ -104,7 +105,10 @@ def run_sweep(sweep: SweepConfig, path: Path | str, console: Console | None = No
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_trial, base=base, sweep_dir=str(sweep_dir)), sweep.trial_resources),
         param_space={key: tune_domain(d) for key, d in sweep.space.items()},
-        tune_config=tune.TuneConfig(metric=sweep.metric, mode="max", scheduler=scheduler, num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent),
+        tune_config=tune.TuneConfig(
+            metric=sweep.metric, mode="max", scheduler=scheduler, num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent,
+            search_alg=BasicVariantGenerator(random_state=experiment.seed),  # the same config samples the same trials
+        ),
         run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir / "ray"), verbose=1),
     )
     results = tuner.fit()

@@ -105,10 +105,13 @@ def test_two_trial_sweep_writes_table_and_plots(ray_cluster, tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text(yaml.safe_dump(tiny_training_config(tmp_path)))
     sweep_file = tmp_path / "sweep.yaml"
-    sweep_file.write_text(yaml.safe_dump({"name": "tiny_sweep", "base": str(base), "space": {"model.params.dim": {"grid": [8, 16]}},
+    space = {"model.params.dim": {"grid": [8, 16]}, "train.lr": {"loguniform": [0.0001, 0.01]}}
+    sweep_file.write_text(yaml.safe_dump({"name": "tiny_sweep", "base": str(base), "space": space,
                                           "num_samples": 1, "scheduler": {"kind": "asha", "grace_period": 2}, "trial_resources": {"CPU": 1}}))  # fmt: skip
     table = run_sweep(load_config(sweep_file, schema=SweepConfig), sweep_file)
     assert sorted(table["model.params.dim"]) == [8, 16]
+    again = run_sweep(load_config(sweep_file, schema=SweepConfig), sweep_file)  # the search is seeded: the same trials
+    assert sorted(again["train.lr"]) == sorted(table["train.lr"])
     # ASHA stops every trial at its last epoch's report (max_t = epochs); the record is written before it
     assert (table["status"] == "finished").all() and table["test/recall@10"].between(0, 1).all()
     sweep_dir = next((tmp_path / "runs").glob("tiny_sweep-*"))
