@@ -28,7 +28,7 @@ from hyperrec.models.pipeline import Pipeline, PipelineConfig
 from hyperrec.train.evaluate import Evaluation, evaluate_model, metric_names
 from hyperrec.train.metrics import paired_bootstrap
 from hyperrec.train.report import plot_metrics, print_table, write_table
-from hyperrec.train.runs import load_run, resolve_run
+from hyperrec.train.runs import load_run, require_run
 from hyperrec.train.tuning import grid_points, tune
 
 
@@ -72,8 +72,10 @@ def validate_methods(config: ExperimentConfig, path: Path | str, require_runs: b
 
 
 def _check_run(method: MethodConfig, key: str, path: Path | str) -> None:
-    if resolve_run(method.path) is None:
-        raise ConfigError(f"{path}: key '{key}.path': value '{method.path}' is not a training run directory, nor the name of a finished run (train it first: hyperrec train configs/train/<config>.yaml)")
+    try:
+        require_run(method.path)
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path}: key '{key}.path': value {error}") from None
 
 
 def headline_metrics(ks: list[int], list_length: int) -> list[str]:
@@ -91,7 +93,7 @@ def evaluate_methods(config: ExperimentConfig, split: Split, catalog: pd.DataFra
         if method.kind in ("run", "pipeline"):
             results[name] = evaluate_fixed(lambda m=method: build_fixed(m, catalog), split, ev.ks, ev.list_length, ev.tune_metric)
             if method.kind == "run":
-                results[name] = replace(results[name], params={"run": str(resolve_run(method.path))})
+                results[name] = replace(results[name], params={"run": str(require_run(method.path))})
             console.print(f"  {name}: {method.kind}, valid {ev.tune_metric}={results[name].valid_score:.4f}, fit {results[name].fit_seconds:.0f}s")
             continue
         params, trials = tune(method.kind, method.params, method.grid, split.valid, ev.tune_metric, ev.ks, ev.list_length, label=name)
@@ -108,10 +110,7 @@ def evaluate_methods(config: ExperimentConfig, split: Split, catalog: pd.DataFra
 def build_fixed(method: MethodConfig, catalog: pd.DataFrame) -> Recommender:
     """A method with nothing to grid-search: a trained run, or a pipeline over baselines and runs."""
     if method.kind == "run":
-        run = resolve_run(method.path)
-        if run is None:
-            raise FileNotFoundError(f"'{method.path}' is not a training run directory, nor the name of a finished run (train it first: hyperrec train configs/train/<config>.yaml)")
-        return load_run(run, catalog)
+        return load_run(require_run(method.path), catalog)
     retrievers = {name: build_fixed(r, catalog) if r.kind == "run" else make_baseline(r.kind, r.params) for name, r in method.retrievers.items()}
     return Pipeline(retrievers, PipelineConfig.model_validate(method.params), catalog)
 

@@ -49,6 +49,11 @@ class TrainingState:
     history: list[dict[str, float]] | None = None
 
 
+def training_done(state: TrainingState, config: ExperimentConfig) -> bool:
+    """All epochs run, or `patience` epochs without a better validation metric (early stopping)."""
+    return state.epoch >= config.train.epochs or state.bad_epochs >= config.train.patience
+
+
 def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -146,7 +151,7 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
         state = load_checkpoint(Path(restored), objective, optimizer)
     tracker = RunTracker(config, run_dir, split, dataset.fingerprint()) if reporter.rank == 0 else None
     log_q = log_q.to(device)
-    while state.epoch < config.train.epochs and state.bad_epochs < config.train.patience:
+    while not training_done(state, config):
         started = time.perf_counter()
         loss, seen = train_one_epoch(objective, optimizer, examples, log_q, config, state.epoch, reporter, device)
         train_seconds = time.perf_counter() - started
@@ -162,7 +167,7 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
         metrics = {"epoch": state.epoch, "train_loss": loss, "samples_per_s": seen * reporter.world_size / train_seconds,
                    "epoch_seconds": time.perf_counter() - started, **{f"valid/{k}": v for k, v in valid.items()}}  # fmt: skip
         state.history.append(metrics)
-        finished = state.epoch >= config.train.epochs or state.bad_epochs >= config.train.patience
+        finished = training_done(state, config)
         if tracker is not None:
             tracker.log_epoch(metrics)
         with tempfile.TemporaryDirectory() as tmp:

@@ -31,6 +31,14 @@ def resolve_run(path: Path | str) -> Path | None:
     return runs[-1] if runs else None
 
 
+def require_run(path: Path | str) -> Path:
+    """`resolve_run`, or an error naming `path` when there is no such run."""
+    run = resolve_run(path)
+    if run is None:
+        raise FileNotFoundError(f"'{path}' is not a training run directory, nor the name of a finished run (train it first: hyperrec train configs/train/<config>.yaml)")
+    return run
+
+
 def run_config(run_dir: Path | str) -> ExperimentConfig:
     """The config a run was trained with."""
     return ExperimentConfig.model_validate(json.loads((Path(run_dir) / RECORD_FILE).read_text())["config"])
