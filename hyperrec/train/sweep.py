@@ -76,7 +76,12 @@ def check_space(sweep: SweepConfig, base: dict[str, Any], path: Path | str) -> N
 
 def _trial(params: dict[str, Any], base: dict[str, Any], sweep_dir: str) -> None:
     trial = tune.get_context().get_trial_name()
-    train_loop(trial_experiment(base, params), TuneReporter(), Path(sweep_dir) / trial)
+    try:
+        train_loop(trial_experiment(base, params), TuneReporter(), Path(sweep_dir) / trial)
+    finally:  # also when ASHA stops the trial: otherwise wandb's exit hook later finds its service gone and prints a traceback
+        import wandb
+
+        wandb.teardown()
 
 
 def load_base(sweep: SweepConfig, path: Path | str) -> dict[str, Any]:
