@@ -2,7 +2,7 @@
 
 1. A synthetic-shop registry version with `--items` items (built once, reused from `--registry-root`).
 2. For each rate: the request flow called in this process (no HTTP, no Ray), then the real
-   endpoint over HTTP (Ray Serve: ingress -> retrieval -> batched ranking), same request bodies.
+   endpoint over HTTP (Ray Serve, the config's topology), same request bodies.
 3. Latency vs catalogue size: the same at `--size-rate` for each of `--sizes`.
 Tables print as they complete and are written (CSV, Markdown, PNG) under `--out`.
 """

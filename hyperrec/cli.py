@@ -147,11 +147,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
     config = load_serve_config(args.config, overrides)
     if args.model is not None:  # a training run: export it first (without moving CURRENT), then serve that version
         from hyperrec.train.export import ExportConfig, export_run
-        from hyperrec.train.runs import is_run
+        from hyperrec.train.runs import require_run
 
-        if not is_run(args.model):
-            raise FileNotFoundError(f"--model {args.model}: not a training run directory (no model.pt); use --version for a registry version")
-        result = export_run(args.model, ExportConfig(registry=config.registry, promote=False), log=_console().print)
+        try:
+            run = require_run(args.model)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"--model {error}; use --version for a registry version") from None
+        result = export_run(run, ExportConfig(registry=config.registry, promote=False), log=_console().print)
         config = config.model_copy(update={"version": result.version})
     Registry(config.registry).resolve(config.version)  # a missing model is a clear error before Ray starts
     prepare_environment(config)  # before Ray Serve is imported

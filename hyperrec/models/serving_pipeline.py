@@ -112,7 +112,6 @@ class Retrieval:
         self.table = table
         self.config = config or RetrievalConfig()
         self.columns = ItemColumns(table)
-        self.popular = table.popular_order()
         self.unavailable = ~table.in_stock  # out of stock in the catalogue
         self.popular_in_stock = table.popular_in_stock()
         c = self.config

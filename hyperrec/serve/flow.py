@@ -156,8 +156,8 @@ class RecommendFlow:
             state, out_of_stock, prices = None, np.empty(0, np.int64), {}
         picks: list[Pick] | None = None
         served_by, served_version = "popularity", version
+        blocked = np.concatenate([out_of_stock, excluded])
         if state is not None and state.baskets:  # nothing bought yet: nothing to personalize on
-            blocked = np.concatenate([out_of_stock, excluded])
             try:
                 candidates = await self._candidates(version, request, state, out_of_stock, prices)
                 candidates = _drop(candidates, blocked)
@@ -175,10 +175,10 @@ class RecommendFlow:
             except StageFailed as failure:
                 degraded.append(str(failure))
         if picks is None:
-            picks = popular_picks(items.table, items.popular_in_stock, np.concatenate([out_of_stock, excluded]), request.k)
+            picks = popular_picks(items.table, items.popular_in_stock, blocked, request.k)
         elif len(picks) < request.k:
             taken = np.array([p.item for p in picks], np.int64)
-            picks += popular_picks(items.table, items.popular_in_stock, np.concatenate([out_of_stock, excluded, taken]), request.k - len(picks))
+            picks += popular_picks(items.table, items.popular_in_stock, np.concatenate([blocked, taken]), request.k - len(picks))
         try:
             self.store.add_shown(request.user_id, [p.item for p in picks])
         except Exception as exc:  # a lost impression count must not fail the answer

@@ -137,11 +137,11 @@ def export_run(run_dir: Path, config: ExportConfig, log=print) -> ExportResult:
                                            staging, [{"features": c} for c in cases], tol)  # fmt: skip
 
         test_retrieval = Retrieval(encoder, plan.item_vectors, ItemTable.from_history(split.test.history, catalog), r, index=index)
-        served_evaluation = evaluate_serving(test_retrieval, OnnxScorer(staging / "ranker.onnx"), split.test, KS, LIST_LENGTH)
+        scorer = OnnxScorer(staging / "ranker.onnx")
+        served_evaluation = evaluate_serving(test_retrieval, scorer, split.test, KS, LIST_LENGTH)
         served_evaluation.per_user.to_csv(staging / SERVED_PER_USER, index=False)  # for paired comparisons with other methods
         served = served_evaluation.summary
         retrieval_only = evaluate_serving(test_retrieval, None, split.test, KS, LIST_LENGTH).summary
-        scorer = OnnxScorer(staging / "ranker.onnx")
         with_exploration = {slots: evaluate_serving(test_retrieval, scorer, split.test, KS, LIST_LENGTH, explore_slots=slots).summary for slots in EXPLORE_SLOTS}
 
         ItemTable.from_history(split.full, catalog).save(staging / "items.parquet")
