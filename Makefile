@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TRITON_VENV := .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.installed
 
-.PHONY: setup triton-setup test demo demo-ci bench clean
+.PHONY: setup triton-setup lint format test demo demo-ci bench clean
 
 setup: $(STAMP) $(TRITON_STAMP)
 
@@ -28,7 +28,16 @@ $(TRITON_STAMP): requirements/triton.txt
 	$(TRITON_VENV)/bin/pip install --quiet -r requirements/triton.txt
 	touch $(TRITON_STAMP)
 
-test: setup
+# ruff (lint + format check), configured in pyproject.toml; `make format` rewrites the files.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: setup lint
 	$(BIN)/pytest -q
 
 demo: $(STAMP)

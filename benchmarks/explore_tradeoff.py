@@ -28,11 +28,11 @@ from rich.console import Console
 from hyperrec.config import load_config
 from hyperrec.data.sequences import make_split
 from hyperrec.data.sources import load_dataset
+from hyperrec.eval.evaluate import Evaluation, evaluate_model
+from hyperrec.eval.metrics import paired_bootstrap
+from hyperrec.eval.report import print_table, write_table
+from hyperrec.eval.run import build_fixed
 from hyperrec.models.baselines import make_baseline
-from hyperrec.train.eval_run import build_fixed
-from hyperrec.train.evaluate import Evaluation, evaluate_model
-from hyperrec.train.metrics import paired_bootstrap
-from hyperrec.train.report import print_table, write_table
 
 COLUMNS = ["recall@10", "ndcg@10", "explore_recall@10", "repeat_share@10"]
 
@@ -58,7 +58,10 @@ def main() -> None:
         if name in config.methods:
             baseline = config.methods[name]
             if baseline.grid and name not in tuned_params:
-                parser.error(f"{args.config}: '{name}' is tuned by a grid; run `hyperrec eval {args.config}` first so that its tuned parameters are compared")
+                parser.error(
+                    f"{args.config}: '{name}' is tuned by a grid; run `hyperrec eval {args.config}` first so that its "
+                    "tuned parameters are compared"
+                )
             params = tuned_params.get(name, {}).get("params", baseline.params)
             baselines[name] = evaluate_model(make_baseline(baseline.kind, params).fit(split.test.history), split.test, [10], 100)
     best_recall = max(baselines, key=lambda n: baselines[n].summary["recall@10"])
@@ -71,14 +74,26 @@ def main() -> None:
         for bonus in args.bonuses:
             pipeline.config = pipeline.config.model_copy(update={"explore_bonus": bonus})
             evaluation = evaluate_model(pipeline, task, [10], 100)
-            row = {"task": task_name, "method": f"{args.method} +{bonus:g}", "explore_bonus": bonus, **{c: evaluation.summary[c] for c in COLUMNS}}
+            row = {
+                "task": task_name,
+                "method": f"{args.method} +{bonus:g}",
+                "explore_bonus": bonus,
+                **{c: evaluation.summary[c] for c in COLUMNS},
+            }
             if task_name == "test":
                 row[f"Δrecall@10 vs {best_recall}"] = paired(evaluation, baselines[best_recall], "recall@10", config.seed)
                 row[f"Δexplore_recall@10 vs {best_explore}"] = paired(evaluation, baselines[best_explore], "explore_recall@10", config.seed)
             rows.append(row)
-    rows += [{"task": "test", "method": name, "explore_bonus": float("nan"), **{c: ev.summary[c] for c in COLUMNS}} for name, ev in baselines.items()]
+    rows += [
+        {"task": "test", "method": name, "explore_bonus": float("nan"), **{c: ev.summary[c] for c in COLUMNS}}
+        for name, ev in baselines.items()
+    ]
 
-    table = pd.DataFrame(rows).set_index("method").fillna({c: "" for c in (f"Δrecall@10 vs {best_recall}", f"Δexplore_recall@10 vs {best_explore}")})
+    table = (
+        pd.DataFrame(rows)
+        .set_index("method")
+        .fillna({c: "" for c in (f"Δrecall@10 vs {best_recall}", f"Δexplore_recall@10 vs {best_explore}")})
+    )
     out = args.out / config.name
     files = write_table(table, out, "explore_tradeoff")
     plot(table, out / "explore_tradeoff.png", f"{config.name}: {args.method}, explore bonus 0 → {max(args.bonuses):g}")

@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hyperrec.eval.report import to_markdown
+from hyperrec.export.onnx import check_parity, export_onnx
 from hyperrec.models.sasrec import SASRec, SASRecConfig
-from hyperrec.train.onnx_export import check_parity, export_onnx
-from hyperrec.train.report import to_markdown
 
 MAX_LEN, DIM, BATCH = 50, 64, 256
 
@@ -90,8 +90,14 @@ def train_steps(n_items: int, steps: int, device: torch.device, bf16: bool) -> d
         optimizer.step()
     sync(device)
     seconds = time.perf_counter() - started
-    return {"check": f"SASRec train step ({loss}{', bf16' if bf16 else ''})", "items": n_items, "result": f"{steps * BATCH / seconds:,.0f} sequences/s",
-            "ms": 1000 * seconds / steps, "peak_mib": peak_memory_mib(device), "final_loss": float(value)}  # fmt: skip
+    return {
+        "check": f"SASRec train step ({loss}{', bf16' if bf16 else ''})",
+        "items": n_items,
+        "result": f"{steps * BATCH / seconds:,.0f} sequences/s",
+        "ms": 1000 * seconds / steps,
+        "peak_mib": peak_memory_mib(device),
+        "final_loss": float(value),
+    }
 
 
 def top_k(n_items: int, queries: int, device: torch.device, repeats: int = 20) -> list[dict[str, object]]:
@@ -107,7 +113,15 @@ def top_k(n_items: int, queries: int, device: torch.device, repeats: int = 20) -
         found = torch.topk(users @ items.T, 100).indices
     sync(device)
     ms = 1000 * (time.perf_counter() - started) / repeats
-    rows = [{"check": "torch top-100 (exact IP)", "items": n_items, "result": f"{queries} queries", "ms": ms, "peak_mib": peak_memory_mib(device)}]
+    rows = [
+        {
+            "check": "torch top-100 (exact IP)",
+            "items": n_items,
+            "result": f"{queries} queries",
+            "ms": ms,
+            "peak_mib": peak_memory_mib(device),
+        }
+    ]
     try:
         import faiss
     except ImportError:
@@ -120,7 +134,14 @@ def top_k(n_items: int, queries: int, device: torch.device, repeats: int = 20) -
             _, faiss_found = index.search(users.cpu().numpy(), 100)
         ms = 1000 * (time.perf_counter() - started) / repeats
         agree = np.mean([len(set(a) & set(b)) / 100 for a, b in zip(faiss_found, found.cpu().numpy())])
-        rows.append({"check": "FAISS GpuIndexFlatIP top-100 (host in/out)", "items": n_items, "result": f"{queries} queries, {agree:.3f} overlap with torch", "ms": ms})
+        rows.append(
+            {
+                "check": "FAISS GpuIndexFlatIP top-100 (host in/out)",
+                "items": n_items,
+                "result": f"{queries} queries, {agree:.3f} overlap with torch",
+                "ms": ms,
+            }
+        )
     return rows
 
 
@@ -134,17 +155,27 @@ def onnx_runtime(n_items: int, device: torch.device) -> dict[str, object]:
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
     providers = [p for p in providers if p in ort.get_available_providers()]
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(encoder, {"items": torch.from_numpy(cases[0]["items"])}, Path(tmp) / "encoder.onnx", "hidden", {"items": {0: "batch", 1: "length"}})
+        path = export_onnx(
+            encoder,
+            {"items": torch.from_numpy(cases[0]["items"])},
+            Path(tmp) / "encoder.onnx",
+            "hidden",
+            {"items": {0: "batch", 1: "length"}},
+        )
         session = ort.InferenceSession(str(path), providers=providers)
-        parity = check_parity("encoder", encoder, session, cases, tolerance=1e-3)
+        parity = check_parity(encoder, session, cases, tolerance=1e-3)
         for _ in range(5):
             session.run(None, cases[1])
         started = time.perf_counter()
         for _ in range(50):
             session.run(None, cases[1])
         ms = 1000 * (time.perf_counter() - started) / 50
-    return {"check": f"ONNX Runtime encoder on {session.get_providers()[0]}", "items": n_items,
-            "result": f"batch 32, parity max abs {parity.max_abs_error:.1e} ({'passed' if parity.passed else 'FAILED'})", "ms": ms}  # fmt: skip
+    return {
+        "check": f"ONNX Runtime encoder on {session.get_providers()[0]}",
+        "items": n_items,
+        "result": f"batch 32, parity max abs {parity.max_abs_error:.1e} ({'passed' if parity.passed else 'FAILED'})",
+        "ms": ms,
+    }
 
 
 def main() -> None:

@@ -20,10 +20,10 @@ import torch
 from hyperrec.config import DataConfig
 from hyperrec.data.instacart import load_instacart
 from hyperrec.data.sequences import EvalTask, make_split
+from hyperrec.eval.evaluate import Evaluation, evaluate_model
+from hyperrec.eval.metrics import paired_bootstrap
 from hyperrec.models.baselines import make_baseline
 from hyperrec.models.pipeline import Pipeline, PipelineConfig
-from hyperrec.train.evaluate import Evaluation, evaluate_model
-from hyperrec.train.metrics import paired_bootstrap
 
 TIFU = {"group_count": 7, "within_decay": 0.9, "group_decay": 0.6, "neighbors": 50, "alpha": 0.9}  # tuned on validation
 ITEM_KNN = {"neighbors": 500, "shrink": 10}
@@ -71,7 +71,7 @@ def run_task(name: str, task: EvalTask, config: PipelineConfig, samples: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=["valid", "test", "both"], default="both")
-    parser.add_argument("--config", default="{}", help="PipelineConfig overrides as JSON, e.g. '{\"ranker\": {\"epochs\": 5}}'")
+    parser.add_argument("--config", default="{}", help='PipelineConfig overrides as JSON, e.g. \'{"ranker": {"epochs": 5}}\'')
     parser.add_argument("--label-baskets", type=int, default=None)
     parser.add_argument("--samples", type=int, default=2000, help="bootstrap samples")
     parser.add_argument("--threads", type=int, default=1)
@@ -87,7 +87,7 @@ def main() -> None:
 
     split = make_split(load_instacart(), DataConfig())
     out = {}
-    for name in (["valid", "test"] if args.task == "both" else [args.task]):
+    for name in ["valid", "test"] if args.task == "both" else [args.task]:
         out[name] = run_task(name, getattr(split, name), config, args.samples)
     if args.json:
         with open(args.json, "w") as f:

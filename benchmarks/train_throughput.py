@@ -25,11 +25,11 @@ import pandas as pd
 import torch
 from rich.console import Console
 
+from hyperrec.eval.report import print_table, write_table
 from hyperrec.models.sasrec import SASRecConfig
 from hyperrec.models.two_tower import TwoTowerConfig
 from hyperrec.train.loop import TrainingObjective
 from hyperrec.train.model_factory import TASKS
-from hyperrec.train.report import print_table, write_table
 
 MAX_LEN, DIM = 50, 64
 
@@ -46,14 +46,25 @@ def random_batches(kind: str, n_items: int, batch_size: int, seed: int) -> list[
     if kind == "sasrec":
         return [{"items": seq[:, :-1], "targets": seq[:, 1:]} for seq in (draw(batch_size, MAX_LEN + 1) for _ in range(8))]
     zeros = torch.zeros(batch_size, dtype=torch.long)
-    return [{"items": draw(batch_size, MAX_LEN), "positives": draw(batch_size), "device": zeros, "hour": zeros, "weekday": zeros} for _ in range(8)]
+    return [
+        {"items": draw(batch_size, MAX_LEN), "positives": draw(batch_size), "device": zeros, "hour": zeros, "weekday": zeros}
+        for _ in range(8)
+    ]
 
 
-def run_steps(kind: str, n_items: int, steps: int, batch_size: int, rank: int = 0, world_size: int = 1, ddp: bool = False) -> dict[str, float]:
+def run_steps(
+    kind: str, n_items: int, steps: int, batch_size: int, rank: int = 0, world_size: int = 1, ddp: bool = False
+) -> dict[str, float]:
     """Train `steps` steps; returns examples/s over all workers and this process's peak RSS (MiB)."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    catalog = pd.DataFrame({"item_id": [f"i{i}" for i in range(n_items)], "category": [f"c{i % 50}" for i in range(n_items)], "price": 1.0 + np.arange(n_items) % 20})
+    catalog = pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(n_items)],
+            "category": [f"c{i % 50}" for i in range(n_items)],
+            "price": 1.0 + np.arange(n_items) % 20,
+        }
+    )
     params = (
         SASRecConfig(max_len=MAX_LEN, dim=DIM, loss="full_softmax" if n_items <= 10_000 else "sampled_softmax", n_negatives=1024)
         if kind == "sasrec"
@@ -83,7 +94,15 @@ def ray_worker(config: dict) -> None:
     import ray.train
 
     context = ray.train.get_context()
-    result = run_steps(config["kind"], config["n_items"], config["steps"], config["batch_size"], context.get_world_rank(), context.get_world_size(), ddp=context.get_world_size() > 1)
+    result = run_steps(
+        config["kind"],
+        config["n_items"],
+        config["steps"],
+        config["batch_size"],
+        context.get_world_rank(),
+        context.get_world_size(),
+        ddp=context.get_world_size() > 1,
+    )
     # Ray Train keeps a result's metrics only when they come with a checkpoint.
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "metrics.json").write_text(json.dumps(result))
@@ -123,14 +142,35 @@ def main() -> None:
         for n_items in args.items:
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:  # its own peak RSS
                 bare = fresh.submit(run_steps, kind, n_items, args.steps, args.batch_size).result()
-            rows.append({"model": kind, "items": n_items, "runner": "bare PyTorch", "examples/s": round(bare["per_s"]), "vs bare": 1.0, "peak RSS MiB/process": round(bare["peak_mib"])})
+            rows.append(
+                {
+                    "model": kind,
+                    "items": n_items,
+                    "runner": "bare PyTorch",
+                    "examples/s": round(bare["per_s"]),
+                    "vs bare": 1.0,
+                    "peak RSS MiB/process": round(bare["peak_mib"]),
+                }
+            )
             for workers in args.workers:
                 on_ray = run_on_ray(kind, n_items, args.steps, args.batch_size, workers)
-                rows.append({"model": kind, "items": n_items, "runner": f"Ray Train x{workers}", "examples/s": round(on_ray["per_s"]),
-                             "vs bare": round(on_ray["per_s"] / bare["per_s"], 2), "peak RSS MiB/process": round(on_ray["peak_mib"])})  # fmt: skip
+                rows.append(
+                    {
+                        "model": kind,
+                        "items": n_items,
+                        "runner": f"Ray Train x{workers}",
+                        "examples/s": round(on_ray["per_s"]),
+                        "vs bare": round(on_ray["per_s"] / bare["per_s"], 2),
+                        "peak RSS MiB/process": round(on_ray["peak_mib"]),
+                    }
+                )
     ray.shutdown()
     table = pd.DataFrame(rows).set_index("model")
-    print_table(table, f"training throughput (dim {DIM}, max_len {MAX_LEN}, batch {args.batch_size}/worker, {args.steps} steps, 1 thread/worker)", Console(width=160))
+    print_table(
+        table,
+        f"training throughput (dim {DIM}, max_len {MAX_LEN}, batch {args.batch_size}/worker, {args.steps} steps, 1 thread/worker)",
+        Console(width=160),
+    )
     print("wrote " + ", ".join(str(f) for f in write_table(table, args.out, "train_throughput")))
 
 

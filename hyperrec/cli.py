@@ -26,7 +26,7 @@ def _console() -> Console:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from hyperrec.train.eval_run import run_eval, validate_methods
+    from hyperrec.eval.run import run_eval, validate_methods
 
     config = load_config(args.config, args.overrides)
     validate_methods(config, args.config)
@@ -34,16 +34,23 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from hyperrec.eval.report import print_table
     from hyperrec.train.launcher import run_training
     from hyperrec.train.model_factory import model_config
-    from hyperrec.train.report import print_table
 
     config = load_config(args.config, args.overrides)
     model_config(config, args.config)  # fail on bad model params before Ray starts
     record = run_training(config, resume=args.resume)
     test = pd.DataFrame({record["run"]: record["test"]}).T
-    print_table(test[[c for c in test.columns if c.split("@")[0] in ("recall", "ndcg", "hit", "explore_recall", "repeat_recall")]], f"test split, best epoch {record['best_epoch']}", _console())
-    _console().print(f"run {record['run']}: {record['wall_seconds']:.0f}s, {record['samples_per_s']:.0f} training examples/s -> {config.tracking.runs_dir / record['run']}")
+    print_table(
+        test[[c for c in test.columns if c.split("@")[0] in ("recall", "ndcg", "hit", "explore_recall", "repeat_recall")]],
+        f"test split, best epoch {record['best_epoch']}",
+        _console(),
+    )
+    _console().print(
+        f"run {record['run']}: {record['wall_seconds']:.0f}s, {record['samples_per_s']:.0f} training "
+        f"examples/s -> {config.tracking.runs_dir / record['run']}"
+    )
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -54,7 +61,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from hyperrec.train.compare import compare_runs
+    from hyperrec.eval.compare import compare_runs
 
     compare_runs(args.runs, args.out, _console())
 
@@ -62,7 +69,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_recommend(args: argparse.Namespace) -> None:
     from hyperrec.data.sequences import make_split
     from hyperrec.data.sources import load_dataset
-    from hyperrec.train.eval_run import build_fixed
+    from hyperrec.eval.run import build_fixed
     from hyperrec.train.recommend import fit_for_serving, recommendations_frame, resolve_method, select_users, write_recommendations
     from hyperrec.train.runs import load_run, resolve_run, run_config
 
@@ -115,7 +122,10 @@ def cmd_data_ingest(args: argparse.Namespace) -> None:
     store = OfflineStore(args.store)
     previous = store.ingested().get(file_hash(args.file))
     if previous and not args.force:
-        raise ValueError(f"{args.file}: this content was already ingested into {args.store} at {previous['at']} (as {previous['file']}); --force appends it again")
+        raise ValueError(
+            f"{args.file}: this content was already ingested into {args.store} at {previous['at']} (as "
+            f"{previous['file']}); --force appends it again"
+        )
     dataset = load_event_file(args.file, args.catalog, skip_invalid=args.skip_invalid)
     n = store.append(dataset.events)
     store.write_catalog(dataset.catalog)
@@ -130,8 +140,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from hyperrec.train.export import ExportConfig, export_run
-    from hyperrec.train.export_report import print_export
+    from hyperrec.export.report import print_export
+    from hyperrec.export.run import ExportConfig, export_run
 
     raw = apply_overrides({"registry": str(args.registry), "gpu": args.gpu, "promote": not args.no_promote}, args.overrides)
     result = export_run(args.run, validate(raw, "<export options>", ExportConfig), log=_console().print)
@@ -146,7 +156,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     overrides = [f"{key}={value}" for key, value in given.items() if value is not None] + args.overrides
     config = load_serve_config(args.config, overrides)
     if args.model is not None:  # a training run: export it first (without moving CURRENT), then serve that version
-        from hyperrec.train.export import ExportConfig, export_run
+        from hyperrec.export.run import ExportConfig, export_run
         from hyperrec.train.runs import require_run
 
         try:
@@ -170,7 +180,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     config = load_serve_config(args.config, args.overrides)
     prepare_environment(config)  # before Ray Serve is imported
-    from hyperrec.bench import run_bench
+    from hyperrec.bench.run import run_bench
 
     def numbers(text: str) -> list[float]:
         return [float(x) for x in text.split(",") if x.strip()]
@@ -254,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per step (after 2 s of warm-up)")
     p.add_argument("--sizes", default="10000,100000,1000000", help="catalogue sizes for the latency-vs-size table ('' = none)")
     p.add_argument("--size-rate", type=float, default=200.0, help="requests/s of the latency-vs-size table")
-    p.add_argument("--registry-root", type=Path, default=Path("experiments/bench/registry"), help="synthetic bundles, one registry per size (reused)")
+    p.add_argument(
+        "--registry-root", type=Path, default=Path("experiments/bench/registry"), help="synthetic bundles, one registry per size (reused)"
+    )
     p.add_argument("--out", type=Path, default=Path("experiments/results/bench"))
     p.add_argument("--config", type=Path, help="serve YAML to benchmark (defaults otherwise)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="serve settings, e.g. ranking.max_batch_size=64")

@@ -15,7 +15,6 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-
 T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
 
@@ -57,7 +56,7 @@ class DataConfig(StrictModel):
     synthetic: SyntheticConfig = SyntheticConfig()
 
     @model_validator(mode="after")
-    def _file_needs_path(self) -> "DataConfig":
+    def _file_needs_path(self) -> DataConfig:
         if self.source in ("file", "store") and self.path is None:
             raise ValueError(f"data.source={self.source} needs data.path (a CSV/Parquet file of events, or an offline store directory)")
         lo, hi = self.time_split_quantiles
@@ -76,11 +75,15 @@ class MethodConfig(StrictModel):
     kind: Literal["popularity", "top_frequency", "item_knn", "tifu_knn", "run", "pipeline"]
     params: dict[str, Any] = {}
     grid: dict[str, list[float | int | bool]] = {}
-    path: Path | None = Field(None, description="kind 'run': a training run directory, or experiments/runs/<config name> for that config's latest run")
-    retrievers: dict[str, "MethodConfig"] = Field({}, description="kind 'pipeline': the candidate sources (baselines with fixed params, or trained runs)")
+    path: Path | None = Field(
+        None, description="kind 'run': a training run directory, or experiments/runs/<config name> for that config's latest run"
+    )
+    retrievers: dict[str, MethodConfig] = Field(
+        {}, description="kind 'pipeline': the candidate sources (baselines with fixed params, or trained runs)"
+    )
 
     @model_validator(mode="after")
-    def _kind_specific_keys(self) -> "MethodConfig":
+    def _kind_specific_keys(self) -> MethodConfig:
         if (self.kind == "run") != (self.path is not None):
             raise ValueError("a method of kind 'run' needs `path` (a run directory); other kinds take none")
         if self.kind == "run" and (self.params or self.grid):
@@ -104,7 +107,7 @@ class EvalConfig(StrictModel):
     out_dir: Path = Path("experiments/results")
 
     @model_validator(mode="after")
-    def _ks_fit_list(self) -> "EvalConfig":
+    def _ks_fit_list(self) -> EvalConfig:
         if any(k < 1 or k > self.list_length for k in self.ks):
             raise ValueError(f"every k must be in 1..list_length ({self.list_length}); got {self.ks}")
         if self.tune_metric is None:
@@ -152,7 +155,7 @@ class ExperimentConfig(StrictModel):
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
-    def _reference_is_a_method(self) -> "ExperimentConfig":
+    def _reference_is_a_method(self) -> ExperimentConfig:
         if self.eval.reference is not None and self.eval.reference not in self.methods:
             raise ValueError(f"eval.reference '{self.eval.reference}' is not one of methods {sorted(self.methods)}")
         return self
@@ -247,7 +250,7 @@ class SearchDimension(StrictModel):
     grid: list[Any] | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "SearchDimension":
+    def _exactly_one(self) -> SearchDimension:
         given = [name for name in ("choice", "uniform", "loguniform", "grid") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of choice, uniform, loguniform, grid (got {given or 'none'})")

@@ -8,6 +8,7 @@ and the answer it changes. The endpoint then stays up until Ctrl-C (`--no-wait`:
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -25,10 +26,10 @@ TRAINING = CONFIGS / "train" / "sasrec_demo.yaml"
 def run_demo(console: Console, port: int, wait: bool, registry: Path, overrides: list[str]) -> None:
     serve_config = ServeConfig(registry=registry, port=port)
     prepare_environment(serve_config)  # before Ray starts: the endpoint shares the cluster training starts
+    from hyperrec.eval.run import run_eval
+    from hyperrec.export.report import print_export
+    from hyperrec.export.run import ExportConfig, export_run
     from hyperrec.serve.runner import start, stop, wait_then_stop
-    from hyperrec.train.eval_run import run_eval
-    from hyperrec.train.export import ExportConfig, export_run
-    from hyperrec.train.export_report import print_export
     from hyperrec.train.launcher import run_training
 
     console.rule("1/4 baselines on the real Instacart sample (full ranking, last basket held out)")
@@ -59,17 +60,23 @@ def run_demo(console: Console, port: int, wait: bool, registry: Path, overrides:
 
 
 def show_requests(console: Console, url: str, version_dir: Path) -> None:
-    import pandas as pd
+    from hyperrec.bundle.store import load
 
-    user = str(pd.read_parquet(version_dir / "user_baskets.parquet")["user_id"].iloc[0])
+    user = next(iter(load(version_dir).user_baskets()))
     body = {"user_id": user, "k": 5, "context": {"device": "web"}}
     with httpx.Client(base_url=url, timeout=30) as client:
         answer = client.post("/recommend", json=body).json()
         console.print(f"$ curl -s -X POST {url}/recommend -H 'content-type: application/json' -d '{json.dumps(body)}'")
         console.print_json(data=answer)
         new_item = answer["items"][-1]["item_id"]
-        event = {"event_type": "purchase", "user_id": "demo-shopper", "session_id": "s1", "order_id": "o1", "item_id": new_item,
-                 "timestamp": pd.Timestamp.now(tz="UTC").isoformat()}  # fmt: skip
+        event = {
+            "event_type": "purchase",
+            "user_id": "demo-shopper",
+            "session_id": "s1",
+            "order_id": "o1",
+            "item_id": new_item,
+            "timestamp": datetime.now(UTC).isoformat(),
+        }
         before = client.post("/recommend", json={"user_id": "demo-shopper", "k": 3}).json()
         console.print(f"a new shopper gets {before['served_by']}: {[i['item_id'] for i in before['items']]}")
         console.print(f"$ curl -s -X POST {url}/events -H 'content-type: application/json' -d '{json.dumps([event])}'")

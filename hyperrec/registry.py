@@ -8,24 +8,25 @@
 
 Export writes a version into a staging folder and renames it into place, so a reader never sees
 half a version. Promotion moves CURRENT only when the new version beats it on the gate metric.
-Serving reads this module only; it never imports hyperrec.train.
+Serving reads this module and hyperrec.bundle only; it never imports hyperrec.train or hyperrec.export.
+What a version folder holds is hyperrec/bundle/manifest.py's business.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-MANIFEST = "manifest.json"
+from hyperrec.bundle.manifest import MANIFEST, BundleError, Manifest, read_manifest, write_manifest
+from hyperrec.bundle.store import Bundle, load
+
 _VERSION = re.compile(r"^v(\d{4,})$")
 
 
-class RegistryError(ValueError):
+class RegistryError(BundleError):
     """A registry or version that cannot be used; the message says which and why."""
 
 
@@ -42,7 +43,9 @@ class Registry:
     def versions(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted((p.name for p in self.root.iterdir() if _VERSION.match(p.name) and (p / MANIFEST).is_file()), key=lambda v: int(v[1:]))
+        return sorted(
+            (p.name for p in self.root.iterdir() if _VERSION.match(p.name) and (p / MANIFEST).is_file()), key=lambda v: int(v[1:])
+        )
 
     def path(self, version: str) -> Path:
         path = self.root / version
@@ -50,8 +53,11 @@ class Registry:
             raise RegistryError(f"{self.root}: no version '{version}' (have: {', '.join(self.versions()) or 'none'})")
         return path
 
-    def manifest(self, version: str) -> dict[str, Any]:
-        return json.loads((self.path(version) / MANIFEST).read_text())
+    def manifest(self, version: str) -> Manifest:
+        return read_manifest(self.path(version))
+
+    def bundle(self, version: str) -> Bundle:
+        return load(self.path(version))
 
     def _pointer(self, name: str) -> str | None:
         path = self.root / name
@@ -71,7 +77,9 @@ class Registry:
     def resolve(self, spec: str | None = None) -> str:
         """A version name from 'current' (default), 'last-good', 'latest' or 'vNNNN'."""
         spec = spec or "current"
-        version = {"current": self.current, "last-good": self.last_good, "latest": lambda: (self.versions() or [None])[-1]}.get(spec, lambda: spec)()
+        version = {"current": self.current, "last-good": self.last_good, "latest": lambda: (self.versions() or [None])[-1]}.get(
+            spec, lambda: spec
+        )()
         if version is None:
             raise RegistryError(f"{self.root}: no '{spec}' version yet; export one with `hyperrec export RUN --registry {self.root}`")
         self.path(version)
@@ -86,9 +94,9 @@ class Registry:
         staging.mkdir()
         return version, staging
 
-    def commit(self, version: str, staging: Path, manifest: dict[str, Any]) -> Path:
-        manifest = {"version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")} | manifest
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    def commit(self, version: str, staging: Path, manifest: Manifest) -> Path:
+        """Write the manifest into `staging` and publish it as `version` in one rename."""
+        write_manifest(staging, manifest.model_copy(update={"version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
         target = self.root / version
         os.rename(staging, target)
         return target
@@ -96,12 +104,12 @@ class Registry:
     def promote(self, version: str, metric: str, min_delta: float = 0.0, force: bool = False) -> Promotion:
         """Make `version` CURRENT if it beats CURRENT on `metric` by at least `min_delta` (or `force`)."""
         new = self.manifest(version)
-        if not new.get("parity", {}).get("passed", False) and not force:
+        if not new.parity_passed and not force:
             return Promotion(False, "ONNX parity check failed")
         current = self.current()
         if current is not None and current != version and not force:
-            old_value = self.manifest(current).get("metrics", {}).get(metric)
-            new_value = new.get("metrics", {}).get(metric)
+            old_value = self.manifest(current).metrics.get(metric)
+            new_value = new.metrics.get(metric)
             if new_value is None:
                 return Promotion(False, f"{version} has no '{metric}' to compare")
             if old_value is not None and new_value < old_value + min_delta:

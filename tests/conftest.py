@@ -10,6 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from hyperrec.data.catalog import catalog_from_items
+from hyperrec.data.dataset import Dataset
+from hyperrec.data.events import normalize_events
+from hyperrec.data.instacart import load_instacart
 from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.ray_env import serve_environment
 
@@ -24,11 +28,6 @@ def free_port() -> int:
 # they are set here, before any test imports ray.serve or starts the session's cluster.
 SERVE_PORT = free_port()
 os.environ.update(serve_environment(ServeConfig(port=SERVE_PORT)))
-
-from hyperrec.data.catalog import catalog_from_items
-from hyperrec.data.dataset import Dataset
-from hyperrec.data.events import normalize_events
-from hyperrec.data.instacart import load_instacart
 
 
 @pytest.fixture(scope="session")
@@ -47,15 +46,22 @@ def tiny() -> Dataset:
     """Three users, items a..f. u1 buys a+b every time; u2 alternates; u3 has one order only."""
     events = purchases(
         [
-            ("u1", "o1", "a", "2024-01-01T10:00:00Z"), ("u1", "o1", "b", "2024-01-01T10:00:01Z"),
-            ("u1", "o2", "a", "2024-01-02T10:00:00Z"), ("u1", "o2", "b", "2024-01-02T10:00:01Z"), ("u1", "o2", "c", "2024-01-02T10:00:02Z"),
-            ("u1", "o3", "a", "2024-01-03T10:00:00Z"), ("u1", "o3", "b", "2024-01-03T10:00:01Z"),
-            ("u1", "o4", "a", "2024-01-04T10:00:00Z"), ("u1", "o4", "d", "2024-01-04T10:00:01Z"),
-            ("u2", "o5", "c", "2024-01-01T12:00:00Z"), ("u2", "o6", "d", "2024-01-02T12:00:00Z"),
-            ("u2", "o7", "c", "2024-01-03T12:00:00Z"), ("u2", "o8", "e", "2024-01-04T12:00:00Z"),
+            ("u1", "o1", "a", "2024-01-01T10:00:00Z"),
+            ("u1", "o1", "b", "2024-01-01T10:00:01Z"),
+            ("u1", "o2", "a", "2024-01-02T10:00:00Z"),
+            ("u1", "o2", "b", "2024-01-02T10:00:01Z"),
+            ("u1", "o2", "c", "2024-01-02T10:00:02Z"),
+            ("u1", "o3", "a", "2024-01-03T10:00:00Z"),
+            ("u1", "o3", "b", "2024-01-03T10:00:01Z"),
+            ("u1", "o4", "a", "2024-01-04T10:00:00Z"),
+            ("u1", "o4", "d", "2024-01-04T10:00:01Z"),
+            ("u2", "o5", "c", "2024-01-01T12:00:00Z"),
+            ("u2", "o6", "d", "2024-01-02T12:00:00Z"),
+            ("u2", "o7", "c", "2024-01-03T12:00:00Z"),
+            ("u2", "o8", "e", "2024-01-04T12:00:00Z"),
             ("u3", "o9", "a", "2024-01-02T09:00:00Z"),
         ]
-    )  # fmt: skip
+    )
     return Dataset("tiny", events, catalog_from_items(list("abcdef")))
 
 
@@ -84,7 +90,7 @@ def trained_run(ray_cluster, tmp_path_factory):
 @pytest.fixture(scope="session")
 def exported(trained_run, tmp_path_factory):
     """`trained_run` exported into a fresh registry: the ExportResult of v0001."""
-    from hyperrec.train.export import ExportConfig, export_run
+    from hyperrec.export.run import ExportConfig, export_run
 
     registry = tmp_path_factory.mktemp("registry")
     config = ExportConfig(registry=registry, cutoffs=3, ranker={"epochs": 3, "hidden": [16]})

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from hyperrec.config import ConfigError, ExperimentConfig, SweepConfig, apply_overrides, load_config, parse_override
-from hyperrec.train.eval_run import validate_methods
+from hyperrec.eval.run import validate_methods
 from hyperrec.train.model_factory import model_config
 from hyperrec.train.sweep import check_space, load_base
 

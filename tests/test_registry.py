@@ -4,14 +4,30 @@ import json
 
 import pytest
 
-from hyperrec.registry import MANIFEST, Registry, RegistryError
+from hyperrec.bundle.manifest import MANIFEST, BundleError, Manifest, ParityCheck
+from hyperrec.registry import Registry, RegistryError
+
+
+def manifest(recall: float | None = None, parity: bool = True) -> Manifest:
+    check = ParityCheck(max_abs_error=1e-7 if parity else 1.0, tolerance=1e-4, cases=1, passed=parity)
+    metrics = {} if recall is None else {"recall@10": recall}
+    return Manifest(
+        model_kind="sasrec",
+        max_len=4,
+        dim=2,
+        n_items=3,
+        encoder_inputs=["items"],
+        feature_names=["f"],
+        metrics=metrics,
+        parity={"encoder": check},
+        export_seconds=0.0,
+    )
 
 
 def publish(registry: Registry, recall: float | None, parity: bool = True) -> str:
     version, staging = registry.stage()
     (staging / "model.onnx").write_text("weights")
-    metrics = {} if recall is None else {"recall@10": recall}
-    registry.commit(version, staging, {"metrics": metrics, "parity": {"passed": parity}})
+    registry.commit(version, staging, manifest(recall, parity))
     return version
 
 
@@ -20,9 +36,10 @@ def test_versions_are_numbered_and_published_whole(tmp_path):
     assert registry.versions() == [] and registry.current() is None
     version, staging = registry.stage()
     assert version == "v0001" and registry.versions() == []  # staging is invisible
-    registry.commit(version, staging, {"metrics": {}})
+    registry.commit(version, staging, manifest())
     assert registry.versions() == ["v0001"]
     assert json.loads((tmp_path / "v0001" / MANIFEST).read_text())["version"] == "v0001"
+    assert registry.manifest("v0001") == manifest().model_copy(update={"version": "v0001", "created": registry.manifest("v0001").created})
     assert publish(registry, 0.1) == "v0002"
 
 
@@ -54,3 +71,30 @@ def test_unknown_versions_are_clear_errors(tmp_path):
     publish(registry, 0.1)
     with pytest.raises(RegistryError, match=r"no version 'v0042' \(have: v0001\)"):
         registry.resolve("v0042")
+
+
+def test_a_schema_1_manifest_is_upgraded_when_read(tmp_path):
+    """Versions exported before the typed manifest (no schema_version, the parity verdict beside the checks) still load."""
+    old = manifest(0.3).model_dump(mode="json", exclude={"schema_version", "trained"})
+    old["parity"] = {"passed": True, "tolerance": 1e-4, "encoder": old["parity"]["encoder"]}
+    (tmp_path / "v0001").mkdir()
+    (tmp_path / "v0001" / MANIFEST).write_text(json.dumps(old))
+    loaded = Registry(tmp_path).manifest("v0001")
+    assert (
+        loaded.schema_version == 2 and list(loaded.parity) == ["encoder"] and loaded.parity_passed and loaded.metrics == {"recall@10": 0.3}
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"schema_version": 9}, r"v0001: manifest schema 9, this hyperrec reads 2; .*hyperrec export"),
+        ({"max_len": "long"}, r"v0001: .*manifest.json field 'max_len': .*hyperrec export"),
+        ({"surprise": 1}, r"v0001: .*field 'surprise': Extra inputs are not permitted"),
+    ],
+)
+def test_an_unreadable_manifest_names_the_version_and_what_to_do(tmp_path, change, message):
+    (tmp_path / "v0001").mkdir()
+    (tmp_path / "v0001" / MANIFEST).write_text(json.dumps(manifest().model_dump(mode="json") | change))
+    with pytest.raises(BundleError, match=message):
+        Registry(tmp_path).manifest("v0001")

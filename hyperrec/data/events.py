@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -91,7 +91,7 @@ class StockChange(_Event):
 
 
 Event = Annotated[
-    Union[View, Click, AddToCart, RemoveFromCart, Purchase, Search, PriceChange, StockChange],
+    View | Click | AddToCart | RemoveFromCart | Purchase | Search | PriceChange | StockChange,
     Field(discriminator="event_type"),
 ]
 EVENT_TYPES = ("view", "click", "add_to_cart", "remove_from_cart", "purchase", "search", "price_change", "stock_change")
@@ -100,9 +100,22 @@ _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
 # The columnar form: one row per event, absent fields missing.
 STRING_COLUMNS = ("event_type", "user_id", "session_id", "item_id", "order_id", "query", "device", "channel", "page")
 EVENT_COLUMNS = (
-    "event_type", "schema_version", "timestamp", "user_id", "session_id", "item_id", "order_id",
-    "quantity", "position", "price", "stock", "query", "device", "channel", "page",
-)  # fmt: skip
+    "event_type",
+    "schema_version",
+    "timestamp",
+    "user_id",
+    "session_id",
+    "item_id",
+    "order_id",
+    "quantity",
+    "position",
+    "price",
+    "stock",
+    "query",
+    "device",
+    "channel",
+    "page",
+)
 _CONTEXT_KEYS = ("device", "channel", "page")
 
 

@@ -36,10 +36,19 @@ def instacart_csv_path() -> Path:
 
 
 def load_instacart(path: Path | None = None) -> Dataset:
-    lines = pd.read_csv(path or instacart_csv_path(), usecols=[
-        "order_id", "user_id", "order_number", "order_dow", "order_hour_of_day",
-        "days_since_prior_order", "product_id", "add_to_cart_order",
-    ])  # fmt: skip
+    lines = pd.read_csv(
+        path or instacart_csv_path(),
+        usecols=[
+            "order_id",
+            "user_id",
+            "order_number",
+            "order_dow",
+            "order_hour_of_day",
+            "days_since_prior_order",
+            "product_id",
+            "add_to_cart_order",
+        ],
+    )
     orders = lines.drop_duplicates("order_id").sort_values(["user_id", "order_number"])
     day = orders["days_since_prior_order"].fillna(0).groupby(orders["user_id"]).cumsum()
     raw_time = EPOCH + pd.to_timedelta(day, unit="D") + pd.to_timedelta(orders["order_hour_of_day"], unit="h")

@@ -32,7 +32,7 @@ class Interactions:
     def n_users(self) -> int:
         return len(self.baskets)
 
-    def truncate(self, keep: np.ndarray) -> "Interactions":
+    def truncate(self, keep: np.ndarray) -> Interactions:
         """Keep the first keep[u] baskets of every user u."""
         return Interactions(
             self.n_items,

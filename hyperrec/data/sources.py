@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from hyperrec.config import DataConfig
 from hyperrec.data.dataset import Dataset
-from hyperrec.data.offline_store import OfflineStore
 from hyperrec.data.file_source import load_event_file
 from hyperrec.data.instacart import load_instacart
+from hyperrec.data.offline_store import OfflineStore
 from hyperrec.data.synthetic import SyntheticShop
 
 

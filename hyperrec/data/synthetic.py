@@ -47,10 +47,31 @@ CHANNELS = np.array(["direct", "organic", "paid", "email", "social"], dtype=obje
 CHANNEL_P = [0.4, 0.3, 0.15, 0.1, 0.05]
 EVENT_KINDS = np.array(["search", "view", "click", "add_to_cart", "remove_from_cart", "purchase"], dtype=object)
 _WORDS = (
-    "produce", "dairy", "bakery", "beverages", "snacks", "frozen", "pantry", "meat", "seafood", "household",
-    "personal care", "baby", "pets", "electronics", "books", "toys", "sports", "garden", "kitchen", "clothing",
-    "shoes", "beauty", "health", "office",
-)  # fmt: skip
+    "produce",
+    "dairy",
+    "bakery",
+    "beverages",
+    "snacks",
+    "frozen",
+    "pantry",
+    "meat",
+    "seafood",
+    "household",
+    "personal care",
+    "baby",
+    "pets",
+    "electronics",
+    "books",
+    "toys",
+    "sports",
+    "garden",
+    "kitchen",
+    "clothing",
+    "shoes",
+    "beauty",
+    "health",
+    "office",
+)
 _U64 = np.uint64
 
 
@@ -82,9 +103,7 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> _U64(31))
 
 
-def _rebuy(
-    rng: np.random.Generator, users: np.ndarray, sessions: np.ndarray, items: np.ndarray, propensity: np.ndarray
-) -> np.ndarray:
+def _rebuy(rng: np.random.Generator, users: np.ndarray, sessions: np.ndarray, items: np.ndarray, propensity: np.ndarray) -> np.ndarray:
     """Purchases sorted by (user, session): with the user's propensity, each takes the item of one of
     the user's purchases in earlier sessions, chosen uniformly (so items re-bought often are re-bought
     more). A chosen purchase may itself be a repeat: chains resolve by pointer jumping."""

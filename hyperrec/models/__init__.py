@@ -1,1 +1,1 @@
-"""Recommenders: baselines now; sequence, two-tower and ranking models behind the same interface."""
+"""Trainable recommenders only, one per file: baselines, SASRec, two-tower, the ranker and the offline pipeline (+ its features), FAISS item index."""

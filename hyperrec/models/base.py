@@ -44,7 +44,9 @@ class Recommender(ABC):
     def score(self, users: np.ndarray) -> np.ndarray:
         """(len(users), n_items) scores, higher is better."""
 
-    def recommend(self, users: np.ndarray, k: int, exclude: list[np.ndarray] | None = None, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self, users: np.ndarray, k: int, exclude: list[np.ndarray] | None = None, batch_size: int = 1024
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices and their scores for each user, best first."""
         if self.popularity is None:
             raise RuntimeError(f"{type(self).__name__} must be fitted before it recommends")

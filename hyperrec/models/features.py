@@ -177,7 +177,9 @@ def summarize(
     global_rate = repeaters.sum() / max(buyers.sum(), 1.0)
     # typical re-buy cycle of the item (baskets between purchases by the same user), shrunk to the global one
     item_rebuys = np.bincount(rebuy_item, minlength=n_items)
-    item_log_gap = (np.bincount(rebuy_item, weights=np.log(rebuy_gap), minlength=n_items) + repeat_prior * global_log_gap) / (item_rebuys + repeat_prior)
+    item_log_gap = (np.bincount(rebuy_item, weights=np.log(rebuy_gap), minlength=n_items) + repeat_prior * global_log_gap) / (
+        item_rebuys + repeat_prior
+    )
     global_reorder = (popularity.sum() - buyers.sum()) / max(popularity.sum(), 1.0)
     if len(flat.time):
         cutoff = np.quantile(flat.time, 1.0 - trend_fraction)
@@ -283,7 +285,9 @@ def user_vectors(summary: HistorySummary, decay_index: int = -1) -> sp.csr_matri
     return sp.csr_matrix((share, (users, summary.keys % summary.n_items)), shape=(n_users, summary.n_items))
 
 
-def neighbor_features(vectors: sp.csr_matrix, batch_users: np.ndarray, rows: np.ndarray, items: np.ndarray, k: int) -> dict[str, np.ndarray]:
+def neighbor_features(
+    vectors: sp.csr_matrix, batch_users: np.ndarray, rows: np.ndarray, items: np.ndarray, k: int
+) -> dict[str, np.ndarray]:
     """Collaborative features: over each user's k nearest other users (cosine of `user_vectors`),
     the similarity-weighted mean vector value of the item and the share of neighbours who bought it."""
     norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel())
@@ -310,7 +314,11 @@ def cooccurrence(summary: HistorySummary) -> tuple[sp.csr_matrix, sp.csr_matrix]
     """Item x item cosine similarities: of co-occurrence in one basket (complements) and in one
     user's history (complements and substitutes); diagonals zeroed."""
     flat = summary.flat
-    basket = np.cumsum(np.r_[True, (flat.user[1:] != flat.user[:-1]) | (flat.pos[1:] != flat.pos[:-1])]) - 1 if len(flat.user) else np.empty(0, np.int64)
+    basket = (
+        np.cumsum(np.r_[True, (flat.user[1:] != flat.user[:-1]) | (flat.pos[1:] != flat.pos[:-1])]) - 1
+        if len(flat.user)
+        else np.empty(0, np.int64)
+    )
     n_baskets = int(basket.max()) + 1 if len(basket) else 0
     out = []
     for rows, n_rows in ((basket, n_baskets), (flat.user, len(summary.n_baskets))):
@@ -325,7 +333,9 @@ def cooccurrence(summary: HistorySummary) -> tuple[sp.csr_matrix, sp.csr_matrix]
     return out[0], out[1]
 
 
-def last_basket_features(summary: HistorySummary, similarities: tuple[sp.csr_matrix, sp.csr_matrix], users: np.ndarray, rows: np.ndarray, items: np.ndarray) -> dict[str, np.ndarray]:
+def last_basket_features(
+    summary: HistorySummary, similarities: tuple[sp.csr_matrix, sp.csr_matrix], users: np.ndarray, rows: np.ndarray, items: np.ndarray
+) -> dict[str, np.ndarray]:
     """Mean similarity of the candidate to the items of the user's last basket (in-basket and
     in-history co-occurrence): what goes with, or replaces, what was just bought."""
     users = np.asarray(users, np.int64)
@@ -351,7 +361,9 @@ def ranks(scores: np.ndarray) -> np.ndarray:
     return out
 
 
-def retriever_features(name: str, scores: np.ndarray, rank: np.ndarray, rows: np.ndarray, items: np.ndarray, top_n: int) -> dict[str, np.ndarray]:
+def retriever_features(
+    name: str, scores: np.ndarray, rank: np.ndarray, rows: np.ndarray, items: np.ndarray, top_n: int
+) -> dict[str, np.ndarray]:
     """Features of one candidate source for pairs (rows[j] of the batch's score matrix, items[j]).
 
     `scores` and `rank` are (batch users, n_items); `top_n` is how many items the source proposes,

@@ -46,14 +46,20 @@ class PipelineConfig(StrictModel):
     retriever_top_n: int = Field(50, ge=1, description="candidates taken from each retriever")
     explore_top_n: int = Field(0, ge=0, description="extra candidates from each retriever among items new to the user")
     popular_top_n: int = Field(50, ge=0, description="most popular items added to every user's candidates")
-    label_baskets: int = Field(20, ge=1, description="training cut-offs per user: the last J baskets of the history each serve once as a label")
+    label_baskets: int = Field(
+        20, ge=1, description="training cut-offs per user: the last J baskets of the history each serve once as a label"
+    )
     min_history: int = Field(1, ge=1, description="baskets a user needs before a label basket to give a training list")
     decays: tuple[float, ...] = (0.5, 0.8, 0.95)
     neighbors: int = Field(100, ge=0, description="nearest users behind the collaborative features; 0 = none")
     cooccurrence: bool = Field(True, description="features of the candidate's co-occurrence with the user's last basket")
     trend_fraction: float = Field(0.2, gt=0, lt=1)
-    refit_retrievers: bool = Field(True, description="refit the retrievers at every cut-off (honest); False only for retrievers that cannot be refitted")
-    explore_bonus: float = Field(0.0, ge=0, description="added at serving to the score of candidates new to the user: trades repeat recall for exploration")
+    refit_retrievers: bool = Field(
+        True, description="refit the retrievers at every cut-off (honest); False only for retrievers that cannot be refitted"
+    )
+    explore_bonus: float = Field(
+        0.0, ge=0, description="added at serving to the score of candidates new to the user: trades repeat recall for exploration"
+    )
     batch_users: int = Field(512, ge=1, description="users per batch when building features")
     ranker: RankerConfig = RankerConfig()
 
@@ -84,7 +90,12 @@ class TrainingSet:
 
 
 class Pipeline(Recommender):
-    def __init__(self, retrievers: dict[str, Recommender] | list[Recommender] | None = None, config: PipelineConfig | None = None, catalog: pd.DataFrame | None = None):
+    def __init__(
+        self,
+        retrievers: dict[str, Recommender] | list[Recommender] | None = None,
+        config: PipelineConfig | None = None,
+        catalog: pd.DataFrame | None = None,
+    ):
         super().__init__()
         if isinstance(retrievers, list):
             retrievers = {f"retriever{i}": r for i, r in enumerate(retrievers)}
@@ -222,7 +233,18 @@ class Pipeline(Recommender):
             weights = np.ones(len(labels), np.float32)
             if value is not None and c.ranker.value_weight > 0:
                 weights = (1.0 + c.ranker.value_weight * np.maximum(value[cands.items], 0.0)).astype(np.float32)
-            parts.append((cands.features[keep], labels[keep], cands.rows[keep] + group_offset, weights[keep], cands.users[keep], cands.items[keep], np.full(keep.sum(), j), cands.names))
+            parts.append(
+                (
+                    cands.features[keep],
+                    labels[keep],
+                    cands.rows[keep] + group_offset,
+                    weights[keep],
+                    cands.users[keep],
+                    cands.items[keep],
+                    np.full(keep.sum(), j),
+                    cands.names,
+                )
+            )
             group_offset += len(users)
         if not parts:
             raise ValueError("no user has enough baskets to hold one out as a training label; lower min_history or pass more history")

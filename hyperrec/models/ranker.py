@@ -37,7 +37,9 @@ from hyperrec.config import StrictModel
 class RankerConfig(StrictModel):
     arch: Literal["mlp", "dcn"] = "dcn"
     structure: Literal["parallel", "stacked"] = Field("parallel", description="dcn only: cross net beside the MLP, or feeding it")
-    quantile_knots: int = Field(32, ge=0, description="also feed each feature's training quantile (piecewise linear over this many segments); 0 = off")
+    quantile_knots: int = Field(
+        32, ge=0, description="also feed each feature's training quantile (piecewise linear over this many segments); 0 = off"
+    )
     hidden: list[int] = Field([64, 32], description="MLP layer widths")
     n_cross_layers: int = Field(2, ge=0, description="dcn only")
     dropout: float = Field(0.1, ge=0, lt=1)
@@ -150,7 +152,9 @@ class Ranker(nn.Module):
     # training
     # ----------------------------------------------------------------------------------------
 
-    def fit(self, features: np.ndarray, labels: np.ndarray, groups: np.ndarray, weights: np.ndarray | None = None, verbose: bool = False) -> Ranker:
+    def fit(
+        self, features: np.ndarray, labels: np.ndarray, groups: np.ndarray, weights: np.ndarray | None = None, verbose: bool = False
+    ) -> Ranker:
         """Train on rows grouped into lists: `groups` gives each row's list id (rows of one list
         contiguous), `labels` 1 for positives, `weights` an optional per-row weight of positives."""
         with torch.random.fork_rng(devices=[]):  # seeded dropout, global RNG untouched

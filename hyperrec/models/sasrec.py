@@ -44,14 +44,20 @@ class SASRecConfig(StrictModel):
     loss: Literal["full_softmax", "sampled_softmax"] = "full_softmax"
     n_negatives: int = Field(256, ge=1, description="negatives per batch for sampled_softmax")
     use_category: bool = Field(False, description="add a category embedding to each item embedding")
-    repeat_head: bool = Field(False, description="add a learned repeat score (seen flag, count, decayed recency) for items already in the sequence")
-    repeat_lr: float = Field(0.05, gt=0, description="learning rate of the repeat head's four scalars (a few steps per epoch at the shared rate barely move them)")
+    repeat_head: bool = Field(
+        False, description="add a learned repeat score (seen flag, count, decayed recency) for items already in the sequence"
+    )
+    repeat_lr: float = Field(
+        0.05,
+        gt=0,
+        description="learning rate of the repeat head's four scalars (a few steps per epoch at the shared rate barely move them)",
+    )
     objective: Literal["next_item", "next_basket"] = Field(
         "next_item", description="next_basket: at each basket's last item, predict every item of the next basket (full softmax)"
     )
 
     @model_validator(mode="after")
-    def _heads_divide_dim(self) -> "SASRecConfig":
+    def _heads_divide_dim(self) -> SASRecConfig:
         if self.dim % self.n_heads != 0:
             raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
         if (self.repeat_head or self.objective == "next_basket") and self.loss != "full_softmax":
@@ -135,7 +141,10 @@ class SASRec(nn.Module):
                 raise ValueError("config.use_category is true: pass item_categories (LongTensor[n_items + 1], a category id per item row)")
             item_categories = torch.as_tensor(item_categories)
             if item_categories.shape != (n_items + 1,) or item_categories.dtype != torch.long:
-                raise ValueError(f"item_categories must be a LongTensor of shape ({n_items + 1},) (row 0 = padding); got {item_categories.dtype} of shape {tuple(item_categories.shape)}")
+                raise ValueError(
+                    f"item_categories must be a LongTensor of shape ({n_items + 1},) (row 0 = padding); got "
+                    f"{item_categories.dtype} of shape {tuple(item_categories.shape)}"
+                )
             if item_categories.min() < 0:
                 raise ValueError("item_categories must be non-negative category ids")
             self.register_buffer("item_categories", item_categories.clone())

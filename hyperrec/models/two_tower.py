@@ -57,7 +57,7 @@ class TwoTowerConfig(StrictModel):
     n_price_buckets: int = Field(10, ge=1, description="quantile buckets of known prices; bucket 0 = unknown")
 
     @model_validator(mode="after")
-    def _heads_divide_dim(self) -> "TwoTowerConfig":
+    def _heads_divide_dim(self) -> TwoTowerConfig:
         if self.dim % self.n_heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
         return self
@@ -100,14 +100,16 @@ class ItemFeatures:
         return max(len(self.category_vocab), int(self.category.max())) + 1
 
     @classmethod
-    def from_catalog(cls, catalog: pd.DataFrame, n_price_buckets: int, text: np.ndarray | None = None) -> "ItemFeatures":
+    def from_catalog(cls, catalog: pd.DataFrame, n_price_buckets: int, text: np.ndarray | None = None) -> ItemFeatures:
         """Catalog row i becomes item row i + 1. Categories map to ids 1..C in sorted order (a missing
         category is "unknown"); known prices map to quantile buckets 1..n_price_buckets, NaN to 0.
         `text`, if given, is one vector per catalog row."""
         if n_price_buckets < 1:
             raise ValueError(f"n_price_buckets must be >= 1; got {n_price_buckets}")
         n = len(catalog)
-        names = catalog["category"].fillna(UNKNOWN_CATEGORY).astype(str).to_numpy() if "category" in catalog else np.full(n, UNKNOWN_CATEGORY)
+        names = (
+            catalog["category"].fillna(UNKNOWN_CATEGORY).astype(str).to_numpy() if "category" in catalog else np.full(n, UNKNOWN_CATEGORY)
+        )
         vocab, codes = np.unique(names, return_inverse=True)
         category = np.zeros(n + 1, dtype=np.int64)
         category[1:] = codes + 1
@@ -159,12 +161,22 @@ class ItemTower(nn.Module):
         self.sparse = EmbeddingBagCollection(
             tables=[
                 EmbeddingBagConfig(
-                    name="item_id", feature_names=["item_id"], num_embeddings=features.n_items + 1, embedding_dim=d,
-                    pooling=PoolingType.SUM, weight_init_min=0.0, weight_init_max=0.0,
+                    name="item_id",
+                    feature_names=["item_id"],
+                    num_embeddings=features.n_items + 1,
+                    embedding_dim=d,
+                    pooling=PoolingType.SUM,
+                    weight_init_min=0.0,
+                    weight_init_max=0.0,
                 ),
                 EmbeddingBagConfig(
-                    name="category", feature_names=["category"], num_embeddings=features.n_categories, embedding_dim=d,
-                    pooling=PoolingType.SUM, weight_init_min=-UNIT_UNIFORM, weight_init_max=UNIT_UNIFORM,
+                    name="category",
+                    feature_names=["category"],
+                    num_embeddings=features.n_categories,
+                    embedding_dim=d,
+                    pooling=PoolingType.SUM,
+                    weight_init_min=-UNIT_UNIFORM,
+                    weight_init_max=UNIT_UNIFORM,
                 ),
             ]
         )
@@ -338,12 +350,21 @@ class TwoTower(nn.Module):
         return torch.multinomial(probs, self.config.n_sampled_negatives, replacement=True)
 
     def logits(
-        self, items: Tensor, device: Tensor, hour: Tensor, weekday: Tensor, positives: Tensor, item_log_q: Tensor, negatives: Tensor | None = None
+        self,
+        items: Tensor,
+        device: Tensor,
+        hour: Tensor,
+        weekday: Tensor,
+        positives: Tensor,
+        item_log_q: Tensor,
+        negatives: Tensor | None = None,
     ) -> Tensor:
         """[B, B + S] corrected logits over in-batch positives then sampled negatives (drawn here
         unless given); row i's target is column i."""
         if item_log_q.shape != (self.n_items + 1,):
-            raise ValueError(f"item_log_q must have one entry per item row 0..n_items ({self.n_items + 1}); got shape {tuple(item_log_q.shape)}")
+            raise ValueError(
+                f"item_log_q must have one entry per item row 0..n_items ({self.n_items + 1}); got shape {tuple(item_log_q.shape)}"
+            )
         if negatives is None:
             negatives = self.sample_negatives(item_log_q) if self.config.n_sampled_negatives else positives[:0]
         candidates = torch.cat([positives, negatives])

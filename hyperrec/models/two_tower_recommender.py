@@ -49,8 +49,12 @@ class TwoTowerRecommender(Recommender):
     def score(self, users: np.ndarray) -> np.ndarray:
         return self.user_matrix(users) @ self.item_matrix.T
 
-    def recommend(self, users: np.ndarray, k: int, exclude: list[np.ndarray] | None = None, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self, users: np.ndarray, k: int, exclude: list[np.ndarray] | None = None, batch_size: int = 1024
+    ) -> tuple[np.ndarray, np.ndarray]:
         if exclude is not None or self.popularity is None:
             return super().recommend(users, k, exclude, batch_size)  # exclusions need dense scores; unfitted raises
-        scores, items = self.index.search(np.ascontiguousarray(self.user_matrix(np.asarray(users, dtype=np.int64))), min(k, len(self.item_matrix)))
+        scores, items = self.index.search(
+            np.ascontiguousarray(self.user_matrix(np.asarray(users, dtype=np.int64))), min(k, len(self.item_matrix))
+        )
         return items.astype(np.int64), scores.astype(np.float64)

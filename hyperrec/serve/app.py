@@ -12,9 +12,8 @@ The ingress owns the request flow (hyperrec/serve/flow.py) and the online store.
 calls from concurrent requests are scored together by `@serve.batch`.
 """
 
-
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Body, FastAPI, HTTPException, Request
@@ -144,7 +143,7 @@ class Ingress:
         return response
 
     @api.post("/events", response_model=EventsResponse)
-    async def events(self, events: list[dict[str, Any]] = Body(..., description="a batch of contract events")) -> Any:
+    async def events(self, events: Annotated[list[dict[str, Any]], Body(description="a batch of contract events")]) -> Any:
         if len(events) > self.config.max_events:
             self.metrics.bad_requests.labels("/events").inc()
             raise HTTPException(413, detail=f"body: {len(events)} events in one batch; at most {self.config.max_events}")
@@ -165,7 +164,12 @@ class Ingress:
             self.store.users(["__readyz__"])
         except Exception as exc:
             return JSONResponse(status_code=503, content={"status": "not ready", "reason": f"online store: {exc}"})
-        return {"status": "ready", "model_version": self.flow.current, "last_good": self.flow.last_good, "warning": self.flow.fallback_error}
+        return {
+            "status": "ready",
+            "model_version": self.flow.current,
+            "last_good": self.flow.last_good,
+            "warning": self.flow.fallback_error,
+        }
 
     @api.get("/metrics")
     async def metrics(self) -> Response:
@@ -192,11 +196,17 @@ class Ingress:
 def build_app(config: ServeConfig) -> serve.Application:
     raw = config.model_dump(mode="json")
     actor = {"num_cpus": config.cpus_per_replica}
-    ingress = Ingress.options(num_replicas=config.ingress_replicas, ray_actor_options=actor, max_ongoing_requests=256, logging_config=QUIET_LOGS)
+    ingress = Ingress.options(
+        num_replicas=config.ingress_replicas, ray_actor_options=actor, max_ongoing_requests=256, logging_config=QUIET_LOGS
+    )
     if config.topology == "single":
         return ingress.bind(raw)
     # @serve.batch never forms batches larger than max_ongoing_requests (DEPENDENCIES.md).
     ongoing = max(config.ranking.max_batch_size, 64)
-    retrieval = RetrievalDeployment.options(num_replicas=config.retrieval_replicas, ray_actor_options=actor, max_ongoing_requests=64, logging_config=QUIET_LOGS).bind(raw)
-    ranking = RankingDeployment.options(num_replicas=config.ranking_replicas, ray_actor_options=actor, max_ongoing_requests=ongoing, logging_config=QUIET_LOGS).bind(raw)
+    retrieval = RetrievalDeployment.options(
+        num_replicas=config.retrieval_replicas, ray_actor_options=actor, max_ongoing_requests=64, logging_config=QUIET_LOGS
+    ).bind(raw)
+    ranking = RankingDeployment.options(
+        num_replicas=config.ranking_replicas, ray_actor_options=actor, max_ongoing_requests=ongoing, logging_config=QUIET_LOGS
+    ).bind(raw)
     return ingress.bind(raw, retrieval, ranking)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from hyperrec.models.serving_pipeline import Candidates
+from hyperrec.bundle.retrieval import Candidates
 
 
 class CandidateCache:

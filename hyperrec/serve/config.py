@@ -7,16 +7,16 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from hyperrec.bundle.retrieval import RetrievalConfig
+from hyperrec.bundle.store import ModelRuntime
 from hyperrec.config import StrictModel, apply_overrides, read_yaml, validate
-from hyperrec.models.serving_pipeline import RetrievalConfig
 
 
-class RankingConfig(StrictModel):
-    backend: Literal["onnxruntime", "triton"] = "onnxruntime"
-    triton_url: str = Field("127.0.0.1:8100", description="host:port of Triton's HTTP endpoint (backend: triton)")
+class RankingConfig(ModelRuntime):
+    """Where the models run (ModelRuntime) and how the ranking deployment batches."""
+
     max_batch_size: int = Field(32, ge=1, description="@serve.batch: ranking calls scored together")
     batch_wait_ms: float = Field(2.0, ge=0, description="@serve.batch: how long a batch waits to fill")
-    threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads per replica")
 
 
 class PolicyConfig(StrictModel):
@@ -47,7 +47,9 @@ class ServeConfig(StrictModel):
     version: str = Field("current", description="registry version to serve: current, last-good, latest or vNNNN")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=63535, description="direct ingress also uses port + 1000 (gRPC) and port + 2000 (Serve's own HTTP)")
-    event_log: Path | None = Field(Path("data/store/served"), description="offline store that accepted /events are appended to; null = none")
+    event_log: Path | None = Field(
+        Path("data/store/served"), description="offline store that accepted /events are appended to; null = none"
+    )
     max_k: int = Field(100, ge=1)
     max_events: int = Field(1000, ge=1, description="largest /events batch; bigger ones get 413")
     candidate_cache: int = Field(10_000, ge=0, description="users whose candidates are cached; 0 = no cache")
@@ -57,16 +59,24 @@ class ServeConfig(StrictModel):
     budgets: BudgetConfig = BudgetConfig()
     store: StoreConfig = StoreConfig()
     ingress: Literal["direct", "proxy"] = Field(
-        "direct", description="direct: the ingress replica listens on `port` itself (Ray Serve direct ingress); proxy: Serve's HTTP proxy in front"
+        "direct",
+        description="direct: the ingress replica listens on `port` itself (Ray Serve direct ingress); proxy: Serve's HTTP proxy in front",
     )
-    ingress_drain_s: float = Field(1.0, ge=0, description="direct ingress: how long a stopping replica keeps answering (raise it behind a load balancer)")
+    ingress_drain_s: float = Field(
+        1.0, ge=0, description="direct ingress: how long a stopping replica keeps answering (raise it behind a load balancer)"
+    )
     topology: Literal["single", "deployments"] = Field(
         "single",
         description="single: retrieval and ranking run inside the ingress replica (the fastest on a few cores); "
         "deployments: each is a deployment of its own, ranking batched across requests with @serve.batch (scale-out, GPU rankers)",
     )
     ingress_replicas: int = Field(
-        1, ge=1, description="more than 1 needs store.kind: redis; with direct ingress each listens on its own port (port, port + 1, ...) behind your load balancer, and /admin/model swaps only the replica it reaches"
+        1,
+        ge=1,
+        description=(
+            "more than 1 needs store.kind: redis; with direct ingress each listens on its own port (port, port + "
+            "1, ...) behind your load balancer, and /admin/model swaps only the replica it reaches"
+        ),
     )
     ranking_replicas: int = Field(1, ge=1)
     retrieval_replicas: int = Field(1, ge=1)
@@ -75,7 +85,7 @@ class ServeConfig(StrictModel):
     fault_injection: bool = Field(False, description="enable /admin/faults (make a stage fail or stall: for tests and drills)")
 
     @model_validator(mode="after")
-    def _replicas_need_a_shared_store(self) -> "ServeConfig":
+    def _replicas_need_a_shared_store(self) -> ServeConfig:
         if self.ingress_replicas > 1 and self.store.kind != "redis":
             raise ValueError("ingress_replicas > 1 needs store.kind: redis (a memory store is per replica)")
         return self

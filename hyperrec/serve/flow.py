@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
 
+from hyperrec.bundle.retrieval import Candidates, context_arrays
+from hyperrec.bundle.user_state import UserState
 from hyperrec.data.events import events_to_frame, validate_events
 from hyperrec.data.offline_store import OfflineStore
-from hyperrec.data.user_state import UserState
-from hyperrec.models.serving_pipeline import Candidates, context_arrays
 from hyperrec.registry import Registry
-from hyperrec.serve.bundle import load_item_table, user_baskets
 from hyperrec.serve.candidate_cache import CandidateCache
 from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.online_store import OnlineStore, unique_in_order
@@ -39,7 +38,9 @@ ENGAGEMENT = ("click", "add_to_cart", "purchase")  # events that reset an item's
 class Stages(Protocol):
     async def load(self, version: str) -> None: ...
 
-    async def candidates(self, version: str, states: list[UserState], context: dict, blocked: np.ndarray, prices: dict[int, float]) -> list[Candidates]: ...
+    async def candidates(
+        self, version: str, states: list[UserState], context: dict, blocked: np.ndarray, prices: dict[int, float]
+    ) -> list[Candidates]: ...
 
     async def score(self, version: str, features: np.ndarray) -> np.ndarray: ...
 
@@ -78,10 +79,11 @@ class VersionItems:
     """What the flow itself needs of a version: its item table, id lookup and policy."""
 
     def __init__(self, registry: Registry, version: str, config: ServeConfig):
-        self.table = load_item_table(registry, version)
+        bundle = registry.bundle(version)
+        self.table = bundle.item_table()
         self.index = {item_id: i for i, item_id in enumerate(self.table.item_ids)}
         self.popular_in_stock = self.table.popular_in_stock()
-        self.policy = Policy(config.policy, self.table, np.load(registry.path(version) / "item_vectors.npy"))
+        self.policy = Policy(config.policy, self.table, bundle.item_vectors)
 
 
 class StageFailed(Exception):
@@ -117,7 +119,7 @@ class RecommendFlow:
                 self.fallback_error = f"last-good {fallback} not loaded: {type(exc).__name__}: {exc}"[:300]
                 logger.warning(self.fallback_error)
         if self.config.store.seed_users:
-            self.store.seed(user_baskets(self.registry.path(version)))
+            self.store.seed(self.registry.bundle(version).user_baskets())
 
     async def swap(self, spec: str) -> str:
         """Load a version into every stage, then switch to it; requests in flight finish on the old one."""
@@ -126,7 +128,10 @@ class RecommendFlow:
             if version == self.current:
                 return version
             if self.current is not None and self.config.ranking.backend == "triton":
-                raise ValueError("the triton backend serves one version's repository: start Triton on the new version's triton/ folder and restart `hyperrec serve --version ...`")
+                raise ValueError(
+                    "the triton backend serves one version's repository: start Triton on the new version's triton/ "
+                    "folder and restart `hyperrec serve --version ...`"
+                )
             items = await asyncio.to_thread(VersionItems, self.registry, version, self.config)
             if self.current is not None and not np.array_equal(items.table.item_ids, self.items[self.current].table.item_ids):
                 raise ValueError(f"{version} has another catalogue than {self.current}: the online store's item indices would not match")
@@ -165,7 +170,9 @@ class RecommendFlow:
                     if attempt is None:
                         continue
                     try:
-                        scores = await self._stage(self.stages.score(attempt, candidates.features), self.config.budgets.ranking_ms, f"ranking {attempt}")
+                        scores = await self._stage(
+                            self.stages.score(attempt, candidates.features), self.config.budgets.ranking_ms, f"ranking {attempt}"
+                        )
                     except StageFailed as failure:
                         degraded.append(str(failure))
                         continue
@@ -193,11 +200,21 @@ class RecommendFlow:
             latency_ms=round(1000 * (time.perf_counter() - started), 3),
         )
 
-    async def _candidates(self, version: str, request: RecommendRequest, state: UserState, out_of_stock: np.ndarray, prices: dict[int, float]) -> Candidates:
+    async def _candidates(
+        self, version: str, request: RecommendRequest, state: UserState, out_of_stock: np.ndarray, prices: dict[int, float]
+    ) -> Candidates:
         now = time.time()
         context = context_arrays([request.context.model_dump()], np.array([now]))
         last = state.baskets[-1] if state.baskets else np.empty(0, np.int64)
-        key = (version, state.n_baskets, len(last), int(last[-1]) if len(last) else -1, int(context["device"][0]), int(context["hour"][0]), int(context["weekday"][0]))
+        key = (
+            version,
+            state.n_baskets,
+            len(last),
+            int(last[-1]) if len(last) else -1,
+            int(context["device"][0]),
+            int(context["hour"][0]),
+            int(context["weekday"][0]),
+        )
         cached = self.cache.get(request.user_id, key)
         if cached is not None:
             return cached
@@ -210,7 +227,7 @@ class RecommendFlow:
     async def _stage(call: Any, budget_ms: float, name: str) -> Any:
         try:
             return await asyncio.wait_for(_awaited(call), budget_ms / 1000)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise StageFailed(f"{name}: over its {budget_ms:g} ms budget") from None
         except Exception as exc:  # a failing stage degrades the answer, it never fails the request
             cause = getattr(exc, "cause", None) or exc  # a Ray task error wraps the stage's own exception

@@ -11,8 +11,12 @@ class ServeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("hyperrec_recommend_requests", "Recommend requests by serving path", ["served_by"], registry=self.registry)
-        self.degraded = Counter("hyperrec_recommend_degraded", "Recommend answers that fell back from the current model", registry=self.registry)
-        self.latency = Histogram("hyperrec_recommend_latency_seconds", "Recommend latency inside the ingress", buckets=LATENCY_BUCKETS_S, registry=self.registry)
+        self.degraded = Counter(
+            "hyperrec_recommend_degraded", "Recommend answers that fell back from the current model", registry=self.registry
+        )
+        self.latency = Histogram(
+            "hyperrec_recommend_latency_seconds", "Recommend latency inside the ingress", buckets=LATENCY_BUCKETS_S, registry=self.registry
+        )
         self.events = Counter("hyperrec_events", "Events received", ["outcome"], registry=self.registry)
         self.bad_requests = Counter("hyperrec_bad_requests", "Requests rejected with a 4xx", ["path"], registry=self.registry)
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from hyperrec.data.user_state import MAX_BASKETS, UserState
+from hyperrec.bundle.user_state import MAX_BASKETS, UserState
 
 
 class OnlineStore(ABC):
@@ -54,7 +54,7 @@ class OnlineStore(ABC):
     def seed(self, baskets: dict[str, list[np.ndarray]]) -> int:
         """Load users' histories (e.g. from the offline data at deploy); users already present are kept. Returns users added."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 -- a store with no connections has nothing to release
         """Release connections."""
 
 
@@ -72,7 +72,7 @@ class MemoryStore(OnlineStore):
             return [
                 UserState(list(self._baskets.get(u, [])), dict(self._shown.get(u, {}))) if u in self._baskets or u in self._shown else None
                 for u in user_ids
-            ]  # fmt: skip
+            ]
 
     def add_purchase(self, user_id: str, order_id: str, items: list[int]) -> None:
         with self._lock:

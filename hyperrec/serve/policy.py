@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hyperrec.data.user_state import UserState
-from hyperrec.models.serving_features import ItemTable
-from hyperrec.models.serving_pipeline import Candidates, reserve_explore_slots
+from hyperrec.bundle.features import ItemTable
+from hyperrec.bundle.retrieval import Candidates
+from hyperrec.bundle.slate import reserve_explore_slots
+from hyperrec.bundle.user_state import UserState
 from hyperrec.serve.config import PolicyConfig
 
 RECENT_FOR_REASONS = 20  # "similar to X" looks for X among the user's last this-many items
@@ -48,7 +49,9 @@ class Policy:
             rest = [int(i) for i in np.lexsort((-adjusted, capped)) if i not in picked]  # uncapped first, best first
             order = list(reserve_explore_slots(np.array(order + rest), ~candidates.repeat & ~capped, c.explore_slots, k)[:k])
         recent = self._recent_items(state)
-        return [Pick(int(items[i]), float(adjusted[i]), self._reason(int(items[i]), bool(candidates.repeat[i]), state, recent)) for i in order]
+        return [
+            Pick(int(items[i]), float(adjusted[i]), self._reason(int(items[i]), bool(candidates.repeat[i]), state, recent)) for i in order
+        ]
 
     def _mmr(self, items: np.ndarray, scores: np.ndarray, capped: np.ndarray, k: int) -> list[int]:
         """Greedy MMR over candidate positions; capped candidates come only after all others."""

@@ -37,6 +37,11 @@ def prepare_environment(config: ServeConfig) -> None:
     constants = sys.modules.get("ray.serve._private.constants")
     if constants is not None:
         direct = config.ingress == "direct"
-        if constants.RAY_SERVE_ENABLE_DIRECT_INGRESS != direct or (direct and constants.RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT != config.port):
-            raise RuntimeError(f"Ray Serve was imported before its settings for ingress={config.ingress} port={config.port}; call prepare_environment(config) first")
+        if constants.RAY_SERVE_ENABLE_DIRECT_INGRESS != direct or (
+            direct and constants.RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT != config.port
+        ):
+            raise RuntimeError(
+                f"Ray Serve was imported before its settings for ingress={config.ingress} port={config.port}; call "
+                "prepare_environment(config) first"
+            )
     os.environ.update(serve_environment(config))

@@ -23,7 +23,7 @@ from collections import Counter
 import numpy as np
 import redis
 
-from hyperrec.data.user_state import MAX_BASKETS, UserState
+from hyperrec.bundle.user_state import MAX_BASKETS, UserState
 from hyperrec.serve.online_store import OnlineStore, unique_in_order
 
 ITEM = np.dtype("<i8")  # how an item is stored inside a basket

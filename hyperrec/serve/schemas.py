@@ -22,7 +22,9 @@ class RecommendRequest(BaseModel):
 
 class RecommendedItem(BaseModel):
     item_id: str
-    score: float = Field(description="the ranker's score plus business weights; the list is in the policy's order (diversity may put a lower score first)")
+    score: float = Field(
+        description="the ranker's score plus business weights; the list is in the policy's order (diversity may put a lower score first)"
+    )
     reason: str
 
 
@@ -39,7 +41,9 @@ class RecommendResponse(BaseModel):
 class EventsResponse(BaseModel):
     accepted: int
     rejected: list[dict] = Field(description="index in the batch and reason of each event that broke the contract")
-    unknown_items: int = Field(0, description="accepted events about items the served model does not know (kept in the log, not used online)")
+    unknown_items: int = Field(
+        0, description="accepted events about items the served model does not know (kept in the log, not used online)"
+    )
 
 
 class SwapRequest(BaseModel):

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hyperrec.data.user_state import UserState
+from hyperrec.bundle.onnx_models import Scorer
+from hyperrec.bundle.retrieval import Candidates, Retrieval
+from hyperrec.bundle.user_state import UserState
 from hyperrec.models.item_index import single_threaded
-from hyperrec.models.serving_pipeline import Candidates, Retrieval, Scorer
 from hyperrec.registry import Registry
-from hyperrec.serve.bundle import load_retrieval, load_scorer
 from hyperrec.serve.config import ServeConfig
 
 KEEP_VERSIONS = 3  # current, last-good, and one being swapped in
@@ -74,7 +74,7 @@ class _Versioned:
 class RetrievalStage(_Versioned):
     def _load(self, version: str) -> Retrieval:
         single_threaded()
-        return load_retrieval(self.registry, version, self.config)
+        return self.registry.bundle(version).retrieval(self.config.retrieval, self.config.ranking)
 
     async def candidates(
         self, version: str, states: list[UserState], context: dict[str, np.ndarray], blocked: np.ndarray, prices: dict[int, float]
@@ -85,7 +85,7 @@ class RetrievalStage(_Versioned):
 
 class RankingStage(_Versioned):
     def _load(self, version: str) -> Scorer:
-        return load_scorer(self.registry, version, self.config)
+        return self.registry.bundle(version).scorer(self.config.ranking)
 
     def score_many(self, version: str, features: list[np.ndarray]) -> list[np.ndarray]:
         """Score several requests' candidates in one model call."""

@@ -1,4 +1,4 @@
-"""Serve a Triton model repository (hyperrec/train/triton_repo.py) with the real Triton server
+"""Serve a Triton model repository (hyperrec/export/triton_repo.py) with the real Triton server
 bundled in nvidia-pytriton, on a machine without a full Triton install.
 
 That server has only the Python backend, so each model folder is bound as a pytriton callable
@@ -140,19 +140,29 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address of all three endpoints (0.0.0.0: every interface)")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per model")
     parser.add_argument("--exit-timeout", type=int, default=5, help="seconds a stopping server waits for open requests and connections")
-    parser.add_argument("--workspace", type=Path, help="new folder for the server's copy and model store (default: one in ~/.cache/pytriton)")
+    parser.add_argument(
+        "--workspace", type=Path, help="new folder for the server's copy and model store (default: one in ~/.cache/pytriton)"
+    )
     args = parser.parse_args()
     ensure_libpython_path()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops as cleanly as Ctrl+C
     config = TritonConfig(
-        http_address=args.host, http_port=args.http_port, grpc_address=args.host, grpc_port=args.grpc_port,
-        metrics_address=args.host, metrics_port=args.metrics_port, exit_timeout_secs=args.exit_timeout,
-    )  # fmt: skip
+        http_address=args.host,
+        http_port=args.http_port,
+        grpc_address=args.host,
+        grpc_port=args.grpc_port,
+        metrics_address=args.host,
+        metrics_port=args.metrics_port,
+        exit_timeout_secs=args.exit_timeout,
+    )
     folders = load_repository(args.repository, args.threads)
     with Triton(config=config, workspace=args.workspace) as triton:
         for folder in folders:
             bind(triton, folder)
-        print(f"{READY} http={args.http_port} grpc={args.grpc_port} metrics={args.metrics_port} models={','.join(f.name for f in folders)}", flush=True)
+        print(
+            f"{READY} http={args.http_port} grpc={args.grpc_port} metrics={args.metrics_port} models={','.join(f.name for f in folders)}",
+            flush=True,
+        )
         triton.serve()
 
 

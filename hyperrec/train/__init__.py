@@ -1,1 +1,1 @@
-"""Training, evaluation, tuning and reporting."""
+"""Training: the loop, model factory, Ray Train launcher, Ray Tune sweeps, tracking (wandb + run records), batch recommendation."""

@@ -67,9 +67,15 @@ def run_training(config: ExperimentConfig, resume: Path | None = None) -> dict[s
     ensure_ray()
     trainer = TorchTrainer(
         _worker,
-        train_loop_config={"experiment": config.model_dump(mode="json"), "run_dir": str(run_dir), "resume_from": str(resume_from) if resume_from else None},
+        train_loop_config={
+            "experiment": config.model_dump(mode="json"),
+            "run_dir": str(run_dir),
+            "resume_from": str(resume_from) if resume_from else None,
+        },
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu, resources_per_worker=tc.resources_per_worker),
-        run_config=RunConfig(name=time.strftime("%Y%m%d-%H%M%S"), storage_path=str(run_dir / RAY_DIR), checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        run_config=RunConfig(
+            name=time.strftime("%Y%m%d-%H%M%S"), storage_path=str(run_dir / RAY_DIR), checkpoint_config=CheckpointConfig(num_to_keep=2)
+        ),
     )
     trainer.fit()
     return json.loads((run_dir / RECORD_FILE).read_text())

@@ -22,7 +22,7 @@ from torch import nn
 from hyperrec.config import ExperimentConfig
 from hyperrec.data.sequences import Split, make_split
 from hyperrec.data.sources import load_dataset
-from hyperrec.train.evaluate import Evaluation, evaluate_model
+from hyperrec.eval.evaluate import Evaluation, evaluate_model
 from hyperrec.train.model_factory import TASKS, build_model, item_log_q, model_config
 
 CHECKPOINT_FILE = "state.pt"
@@ -84,7 +84,9 @@ def evaluate_trained_model(model: nn.Module, split: Split, task_name: str, confi
 
 
 def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState) -> None:
-    torch.save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "state": state.__dict__}, directory / CHECKPOINT_FILE)
+    torch.save(
+        {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "state": state.__dict__}, directory / CHECKPOINT_FILE
+    )
 
 
 def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> TrainingState:
@@ -95,7 +97,16 @@ def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
     return TrainingState(**saved["state"])
 
 
-def train_one_epoch(objective: nn.Module, optimizer: torch.optim.Optimizer, examples: dict[str, np.ndarray], log_q: torch.Tensor, config: ExperimentConfig, epoch: int, reporter: Reporter, device: torch.device) -> tuple[float, int]:
+def train_one_epoch(
+    objective: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    examples: dict[str, np.ndarray],
+    log_q: torch.Tensor,
+    config: ExperimentConfig,
+    epoch: int,
+    reporter: Reporter,
+    device: torch.device,
+) -> tuple[float, int]:
     """One pass over this worker's shard of the examples; returns (mean loss, examples seen)."""
     tc = config.train
     order = np.random.default_rng(config.seed * 7919 + epoch).permutation(len(next(iter(examples.values()))))
@@ -164,8 +175,13 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
             state.best_model = {k: v.detach().cpu().clone() for k, v in unwrap(objective).state_dict().items()}
         else:
             state.bad_epochs += 1
-        metrics = {"epoch": state.epoch, "train_loss": loss, "samples_per_s": seen * reporter.world_size / train_seconds,
-                   "epoch_seconds": time.perf_counter() - started, **{f"valid/{k}": v for k, v in valid.items()}}  # fmt: skip
+        metrics = {
+            "epoch": state.epoch,
+            "train_loss": loss,
+            "samples_per_s": seen * reporter.world_size / train_seconds,
+            "epoch_seconds": time.perf_counter() - started,
+            **{f"valid/{k}": v for k, v in valid.items()},
+        }
         state.history.append(metrics)
         finished = training_done(state, config)
         if tracker is not None:
@@ -175,7 +191,9 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
                 save_checkpoint(Path(tmp), objective, optimizer, state)
             if finished and tracker is not None:  # before the last report: a Tune scheduler may stop the trial at it
                 unwrap(objective).load_state_dict(state.best_model)
-                tracker.finish(unwrap(objective), evaluate_trained_model(objective, split, "test", config, device), state.history, state.best_epoch)
+                tracker.finish(
+                    unwrap(objective), evaluate_trained_model(objective, split, "test", config, device), state.history, state.best_epoch
+                )
             reporter.report({**metrics, "best_" + config.train.monitor: state.best_metric}, Path(tmp) if reporter.rank == 0 else None)
     return state
 

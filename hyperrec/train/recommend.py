@@ -11,8 +11,8 @@ import pandas as pd
 
 from hyperrec.config import ConfigError, ExperimentConfig
 from hyperrec.data.sequences import Split
-from hyperrec.models.baselines import BASELINES, make_baseline
 from hyperrec.models.base import Recommender
+from hyperrec.models.baselines import BASELINES, make_baseline
 
 
 def resolve_method(config: ExperimentConfig, model: str) -> tuple[str, dict[str, Any], str]:
@@ -25,7 +25,9 @@ def resolve_method(config: ExperimentConfig, model: str) -> tuple[str, dict[str,
     elif model in BASELINES:
         kind, params, origin = model, {}, "defaults"
     else:
-        raise ConfigError(f"--model '{model}': not a method of config '{config.name}' ({sorted(config.methods)}) nor a baseline ({sorted(BASELINES)})")
+        raise ConfigError(
+            f"--model '{model}': not a method of config '{config.name}' ({sorted(config.methods)}) nor a baseline ({sorted(BASELINES)})"
+        )
     run_file = config.eval.out_dir / config.name / "run.json"
     if run_file.is_file():
         tuned = json.loads(run_file.read_text()).get("methods", {}).get(model)

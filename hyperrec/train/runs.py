@@ -35,7 +35,10 @@ def require_run(path: Path | str) -> Path:
     """`resolve_run`, or an error naming `path` when there is no such run."""
     run = resolve_run(path)
     if run is None:
-        raise FileNotFoundError(f"'{path}' is not a training run directory, nor the name of a finished run (train it first: hyperrec train configs/train/<config>.yaml)")
+        raise FileNotFoundError(
+            f"'{path}' is not a training run directory, nor the name of a finished run (train it first: hyperrec "
+            "train configs/train/<config>.yaml)"
+        )
     return run
 
 
@@ -57,8 +60,10 @@ def load_model(run_dir: Path | str, catalog: pd.DataFrame) -> tuple[nn.Module, o
     model = task.build(params, catalog)
     missing, unexpected = model.load_state_dict(saved["state_dict"], strict=False)
     if missing or unexpected:
-        raise ValueError(f"{run_dir}: the saved weights do not fit this version's {saved['kind']} (missing {missing}, unexpected {unexpected}); "
-                         "the run was trained with an older model definition: train it again")  # fmt: skip
+        raise ValueError(
+            f"{run_dir}: the saved weights do not fit this version's {saved['kind']} (missing {missing}, unexpected {unexpected}); "
+            "the run was trained with an older model definition: train it again"
+        )
     return model.eval(), params
 
 

@@ -15,22 +15,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import BasicVariantGenerator
+from rich.console import Console
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from ray import tune  # noqa: E402
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
-from ray.tune.search import BasicVariantGenerator  # noqa: E402
-from rich.console import Console  # noqa: E402
-
-from hyperrec.config import ExperimentConfig, SearchDimension, SweepConfig, apply_overrides, read_yaml, set_dotted, validate  # noqa: E402
-from hyperrec.train.launcher import ensure_ray  # noqa: E402
-from hyperrec.train.loop import train_loop  # noqa: E402
-from hyperrec.train.model_factory import model_config  # noqa: E402
-from hyperrec.train.report import plot_learning_curves, print_table, write_table  # noqa: E402
-from hyperrec.train.tracking import RECORD_FILE  # noqa: E402
+from hyperrec.config import ExperimentConfig, SearchDimension, SweepConfig, apply_overrides, read_yaml, set_dotted, validate
+from hyperrec.eval.report import plot_learning_curves, print_table, write_table
+from hyperrec.train.launcher import ensure_ray
+from hyperrec.train.loop import train_loop
+from hyperrec.train.model_factory import model_config
+from hyperrec.train.tracking import RECORD_FILE
 
 
 class TuneReporter:
@@ -103,7 +100,12 @@ def run_sweep(sweep: SweepConfig, path: Path | str, console: Console | None = No
     sweep_dir.mkdir(parents=True, exist_ok=True)
     ensure_ray()
     scheduler = (
-        ASHAScheduler(max_t=experiment.train.epochs, grace_period=sweep.scheduler.grace_period, reduction_factor=sweep.scheduler.reduction_factor, time_attr="epoch")
+        ASHAScheduler(
+            max_t=experiment.train.epochs,
+            grace_period=sweep.scheduler.grace_period,
+            reduction_factor=sweep.scheduler.reduction_factor,
+            time_attr="epoch",
+        )
         if sweep.scheduler.kind == "asha"
         else FIFOScheduler()
     )
@@ -111,7 +113,11 @@ def run_sweep(sweep: SweepConfig, path: Path | str, console: Console | None = No
         tune.with_resources(tune.with_parameters(_trial, base=base, sweep_dir=str(sweep_dir)), sweep.trial_resources),
         param_space={key: tune_domain(d) for key, d in sweep.space.items()},
         tune_config=tune.TuneConfig(
-            metric=sweep.metric, mode="max", scheduler=scheduler, num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent,
+            metric=sweep.metric,
+            mode="max",
+            scheduler=scheduler,
+            num_samples=sweep.num_samples,
+            max_concurrent_trials=sweep.max_concurrent,
             search_alg=BasicVariantGenerator(random_state=experiment.seed),  # the same config samples the same trials
         ),
         run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir / "ray"), verbose=1),
@@ -125,9 +131,17 @@ def run_sweep(sweep: SweepConfig, path: Path | str, console: Console | None = No
         name = str(result.metrics["trial_id"])
         record_files = list(sweep_dir.glob(f"*{name}*/{RECORD_FILE}"))
         test = json.loads(record_files[0].read_text())["test"] if record_files else {}
-        rows.append({"trial": name, **result.config, "epochs": int(history["epoch"].max()), f"best {sweep.metric}": float(history[sweep.metric].max()),
-                     "test/recall@10": test.get("recall@10", math.nan), "test/ndcg@10": test.get("ndcg@10", math.nan),
-                     "status": "finished" if record_files else "stopped early"})  # fmt: skip
+        rows.append(
+            {
+                "trial": name,
+                **result.config,
+                "epochs": int(history["epoch"].max()),
+                f"best {sweep.metric}": float(history[sweep.metric].max()),
+                "test/recall@10": test.get("recall@10", math.nan),
+                "test/ndcg@10": test.get("ndcg@10", math.nan),
+                "status": "finished" if record_files else "stopped early",
+            }
+        )
         curves[name] = history[["epoch", sweep.metric]]
     if not rows:
         raise RuntimeError(f"no trial of sweep '{sweep.name}' reported a result; see {sweep_dir / 'ray'}")

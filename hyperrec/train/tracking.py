@@ -14,19 +14,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from torch import nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from hyperrec.config import ExperimentConfig  # noqa: E402
-from hyperrec.data.sequences import Split  # noqa: E402
-from hyperrec.train.evaluate import Evaluation  # noqa: E402
-from hyperrec.train.model_factory import model_config  # noqa: E402
-from hyperrec.train.report import write_table  # noqa: E402
+from hyperrec.config import ExperimentConfig
+from hyperrec.data.sequences import Split
+from hyperrec.eval.evaluate import Evaluation
+from hyperrec.eval.report import write_table
+from hyperrec.train.model_factory import model_config
 
 MODEL_FILE = "model.pt"
 RECORD_FILE = "record.json"
@@ -44,9 +41,13 @@ class RunTracker:
 
             os.environ.setdefault("WANDB_SILENT", "true")
             self.wandb_run = wandb.init(
-                project=config.tracking.project, name=run_dir.name, dir=str(run_dir), mode=config.tracking.wandb_mode,
-                config=config.model_dump(mode="json"), reinit="finish_previous",
-            )  # fmt: skip
+                project=config.tracking.project,
+                name=run_dir.name,
+                dir=str(run_dir),
+                mode=config.tracking.wandb_mode,
+                config=config.model_dump(mode="json"),
+                reinit="finish_previous",
+            )
 
     def log_epoch(self, metrics: dict[str, float]) -> None:
         if self.wandb_run is not None:
@@ -56,10 +57,15 @@ class RunTracker:
 
     def finish(self, model: nn.Module, test: Evaluation, history: list[dict[str, float]], best_epoch: int) -> dict[str, Any]:
         torch.save(
-            {"kind": self.config.model.kind, "model_config": model_config(self.config).model_dump(), "n_items": self.split.full.n_items,
-             "item_ids": list(self.split.item_ids), "state_dict": model.state_dict()},
+            {
+                "kind": self.config.model.kind,
+                "model_config": model_config(self.config).model_dump(),
+                "n_items": self.split.full.n_items,
+                "item_ids": list(self.split.item_ids),
+                "state_dict": model.state_dict(),
+            },
             self.run_dir / MODEL_FILE,
-        )  # fmt: skip
+        )
         table = pd.DataFrame({self.run_dir.name: test.summary}).T.rename_axis("run")
         write_table(table, self.run_dir, "test_results")
         test.per_user.to_csv(self.run_dir / PER_USER_FILE, index=False)

@@ -4,11 +4,27 @@ from hyperrec.data.events import EVENT_COLUMNS, events_to_frame, frame_to_record
 
 T = "2024-03-01T12:00:00Z"
 GOOD = [
-    {"event_type": "view", "user_id": "u1", "session_id": "s1", "timestamp": T, "item_id": "i1", "context": {"device": "ios", "page": "home"}},
+    {
+        "event_type": "view",
+        "user_id": "u1",
+        "session_id": "s1",
+        "timestamp": T,
+        "item_id": "i1",
+        "context": {"device": "ios", "page": "home"},
+    },
     {"event_type": "click", "user_id": "u1", "session_id": "s1", "timestamp": T, "item_id": "i1"},
     {"event_type": "add_to_cart", "user_id": "u1", "session_id": "s1", "timestamp": T, "item_id": "i1", "quantity": 2},
     {"event_type": "remove_from_cart", "user_id": "u1", "session_id": "s1", "timestamp": T, "item_id": "i1"},
-    {"event_type": "purchase", "user_id": "u1", "session_id": "s1", "timestamp": T, "item_id": "i1", "order_id": "o1", "quantity": 1, "price": 2.5},
+    {
+        "event_type": "purchase",
+        "user_id": "u1",
+        "session_id": "s1",
+        "timestamp": T,
+        "item_id": "i1",
+        "order_id": "o1",
+        "quantity": 1,
+        "price": 2.5,
+    },
     {"event_type": "search", "user_id": "u1", "session_id": "s1", "timestamp": T, "query": "oat milk"},
     {"event_type": "price_change", "timestamp": T, "item_id": "i1", "price": 1.99},
     {"event_type": "stock_change", "timestamp": T, "item_id": "i1", "stock": 0},

@@ -57,7 +57,9 @@ def test_time_split_targets_lie_between_the_cutoffs(instacart):
 
 
 def test_leave_last_item_out_treats_every_event_as_a_step():
-    events = purchases([("u", "o1", "a", "2024-01-01T00:00:00Z"), ("u", "o1", "b", "2024-01-01T00:00:01Z"), ("u", "o2", "c", "2024-01-02T00:00:00Z")])
+    events = purchases(
+        [("u", "o1", "a", "2024-01-01T00:00:00Z"), ("u", "o1", "b", "2024-01-01T00:00:01Z"), ("u", "o2", "c", "2024-01-02T00:00:00Z")]
+    )
     split = make_split(Dataset("s", events, catalog_from_items(list("abc"))), DataConfig(split="last_item"))
     assert [list(split.item_ids[b]) for b in split.test.history.baskets[0]] == [["a"], ["b"]]
     assert list(split.item_ids[split.test.targets[0]]) == ["c"]

@@ -6,8 +6,8 @@ from pydantic import ValidationError
 
 from hyperrec.config import DataConfig
 from hyperrec.data.sequences import make_split
+from hyperrec.eval.evaluate import evaluate_model
 from hyperrec.models.baselines import TIFUKNN, make_baseline
-from hyperrec.train.evaluate import evaluate_model
 
 
 @pytest.fixture()

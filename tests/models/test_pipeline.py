@@ -8,11 +8,11 @@ import torch
 from hyperrec.config import DataConfig
 from hyperrec.data.catalog import normalize_catalog
 from hyperrec.data.sequences import Interactions, make_split
+from hyperrec.eval.evaluate import evaluate_model
 from hyperrec.models import features as F
 from hyperrec.models.baselines import make_baseline
 from hyperrec.models.pipeline import NOT_A_CANDIDATE, Pipeline, PipelineConfig
 from hyperrec.models.ranker import RankerConfig
-from hyperrec.train.evaluate import evaluate_model
 
 torch.set_num_threads(1)
 
@@ -47,7 +47,11 @@ def candidate_set(model: Pipeline, users):
 
 def test_pair_features_match_a_hand_count():
     # user 0: [0 1] [0] [2 0] [0 3]   user 1: [1]
-    history = Interactions(5, [[np.array([0, 1]), np.array([0]), np.array([2, 0]), np.array([0, 3])], [np.array([1])]], [np.arange(4.0) * F.DAY, np.array([0.0])])
+    history = Interactions(
+        5,
+        [[np.array([0, 1]), np.array([0]), np.array([2, 0]), np.array([0, 3])], [np.array([1])]],
+        [np.arange(4.0) * F.DAY, np.array([0.0])],
+    )
     summary = F.summarize(history, decays=(0.5,))
     f = F.pair_features(summary, np.array([0, 0, 0, 0, 1]), np.array([0, 1, 2, 4, 1]))
     assert f["count"].tolist() == [4, 1, 1, 0, 1]
@@ -148,8 +152,14 @@ def test_training_lists_hold_one_list_per_user_and_cutoff_with_a_positive(split)
 
 
 def test_catalog_features_and_value_weights(split):
-    catalog = normalize_catalog(pd.DataFrame({"item_id": list("abcdef"), "category": list("xxyyzz"), "price": [1.0, 2, 3, 4, 5, 6], "margin": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}))
-    config = PipelineConfig(retriever_top_n=2, popular_top_n=2, label_baskets=2, neighbors=1, ranker=SMALL_RANKER.model_copy(update={"value_weight": 1.0}))
+    catalog = normalize_catalog(
+        pd.DataFrame(
+            {"item_id": list("abcdef"), "category": list("xxyyzz"), "price": [1.0, 2, 3, 4, 5, 6], "margin": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}
+        )
+    )
+    config = PipelineConfig(
+        retriever_top_n=2, popular_top_n=2, label_baskets=2, neighbors=1, ranker=SMALL_RANKER.model_copy(update={"value_weight": 1.0})
+    )
     model = Pipeline([make_baseline("popularity")], config, catalog=catalog)
     train = model.training_set(split.test.history)
     assert {"category_share", "log_price", "margin"} <= set(train.names)

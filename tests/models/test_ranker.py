@@ -117,7 +117,15 @@ def test_onnx_export_with_a_dynamic_batch_matches_onnxruntime(tmp_path, arch):
     ranker = Ranker(3, RankerConfig(arch=arch, epochs=1, hidden=[8, 4], n_cross_layers=2)).fit(x, y, groups).eval()
     path = tmp_path / "ranker.onnx"
     batch = torch.export.Dim("batch", min=1, max=1_000_000)
-    torch.onnx.export(ranker, (torch.as_tensor(x[:5]),), str(path), dynamo=True, input_names=["features"], output_names=["scores"], dynamic_shapes=({0: batch},))
+    torch.onnx.export(
+        ranker,
+        (torch.as_tensor(x[:5]),),
+        str(path),
+        dynamo=True,
+        input_names=["features"],
+        output_names=["scores"],
+        dynamic_shapes=({0: batch},),
+    )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for n in (1, 7, 64):
         feats = x[:n]

@@ -204,9 +204,15 @@ def test_onnx_export_with_dynamic_batch_and_length_matches_torch(tmp_path, repea
     path = tmp_path / "sasrec.onnx"
     dynamic = {"items": {0: torch.export.Dim("batch"), 1: torch.export.Dim("length", max=model.config.max_len)}}
     torch.onnx.export(
-        wrapper, (random_batch(3, 6)[0],), str(path), dynamo=True, dynamic_shapes=dynamic,
-        input_names=["items"], output_names=["scores"], verbose=False,
-    )  # fmt: skip
+        wrapper,
+        (random_batch(3, 6)[0],),
+        str(path),
+        dynamo=True,
+        dynamic_shapes=dynamic,
+        input_names=["items"],
+        output_names=["scores"],
+        verbose=False,
+    )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch, length in [(2, 4), (5, 8), (1, 1)]:
         items = random_batch(batch, length, seed=batch)[0]
@@ -251,7 +257,12 @@ def test_repeat_head_scores_seen_items_by_count_and_decayed_recency():
 def test_repeat_head_scalars_get_their_own_learning_rate_and_no_weight_decay():
     model = make_model(repeat_head=True, repeat_lr=0.123)
     rest, head = model.param_groups(lr=1e-3, weight_decay=0.01)
-    assert {id(p) for p in head["params"]} == {id(model.repeat_seen), id(model.repeat_count_weight), id(model.repeat_weight), id(model.repeat_decay_logit)}
+    assert {id(p) for p in head["params"]} == {
+        id(model.repeat_seen),
+        id(model.repeat_count_weight),
+        id(model.repeat_weight),
+        id(model.repeat_decay_logit),
+    }
     assert (head["lr"], head["weight_decay"], rest["lr"], rest["weight_decay"]) == (0.123, 0.0, 1e-3, 0.01)
     assert len(rest["params"]) + len(head["params"]) == len(list(model.parameters()))
     assert len(make_model().param_groups(lr=1e-3, weight_decay=0.0)) == 1

@@ -36,7 +36,9 @@ def shop_catalog(seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     price = rng.lognormal(0, 1, N_ITEMS)
     price[rng.random(N_ITEMS) < 0.1] = np.nan
-    return normalize_catalog(pd.DataFrame({"item_id": [f"i{i}" for i in range(N_ITEMS)], "category": [f"c{c}" for c in ITEM_CATEGORY], "price": price}))
+    return normalize_catalog(
+        pd.DataFrame({"item_id": [f"i{i}" for i in range(N_ITEMS)], "category": [f"c{c}" for c in ITEM_CATEGORY], "price": price})
+    )
 
 
 def shop_users(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
@@ -58,7 +60,9 @@ def shop_users(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
 
 
 def small_config(**overrides) -> TwoTowerConfig:
-    values = dict(dim=32, max_len=L, n_heads=2, n_layers=1, dropout=0.0, temperature=0.1, n_sampled_negatives=32, id_dropout=0.3, n_price_buckets=4)
+    values = dict(
+        dim=32, max_len=L, n_heads=2, n_layers=1, dropout=0.0, temperature=0.1, n_sampled_negatives=32, id_dropout=0.3, n_price_buckets=4
+    )
     return TwoTowerConfig(**(values | overrides))
 
 
@@ -77,7 +81,13 @@ def log_q_of(positives: torch.Tensor) -> torch.Tensor:
 
 def test_item_features_from_catalog():
     catalog = normalize_catalog(
-        pd.DataFrame({"item_id": list("abcdef"), "category": ["toys", "food", None, "food", "toys", "food"], "price": [1.0, 2.0, np.nan, 3.0, 4.0, 5.0]})
+        pd.DataFrame(
+            {
+                "item_id": list("abcdef"),
+                "category": ["toys", "food", None, "food", "toys", "food"],
+                "price": [1.0, 2.0, np.nan, 3.0, 4.0, 5.0],
+            }
+        )
     )
     text = np.arange(12, dtype=np.float32).reshape(6, 2)
     features = ItemFeatures.from_catalog(catalog, n_price_buckets=2, text=text)
@@ -169,7 +179,9 @@ def test_logq_correction_shifts_each_logit_by_exactly_minus_log_q():
         vectors = model.item_tower(torch.cat([positives, negatives]))
     column = 4 + 1  # negatives follow the 4 positives
     torch.testing.assert_close(moved[:, column], base[:, column] - 0.7)
-    torch.testing.assert_close(torch.cat([moved[:, :column], moved[:, column + 1 :]], 1), torch.cat([base[:, :column], base[:, column + 1 :]], 1))
+    torch.testing.assert_close(
+        torch.cat([moved[:, :column], moved[:, column + 1 :]], 1), torch.cat([base[:, :column], base[:, column + 1 :]], 1)
+    )
     log_q_candidates = item_log_q[torch.cat([positives, negatives])]
     torch.testing.assert_close(base, (users @ vectors.T) / model.config.temperature - log_q_candidates)
 

@@ -7,22 +7,28 @@ test_endpoint_redis.py checks the default `single` topology with the Redis-backe
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
+from hyperrec.export.run import ExportConfig, export_run
 from hyperrec.serve.config import ServeConfig
-from hyperrec.train.export import ExportConfig, export_run
 from tests.conftest import SERVE_PORT
 
-NOW = datetime(2026, 11, 27, 12, tzinfo=timezone.utc).isoformat()
+NOW = datetime(2026, 11, 27, 12, tzinfo=UTC).isoformat()
 
 
 def serve_config(exported, tmp_path, **settings) -> ServeConfig:
-    base = {"registry": str(exported.path.parent), "version": exported.version, "port": SERVE_PORT, "event_log": str(tmp_path / "log"),
-            "fault_injection": True, "budgets": {"ranking_ms": 300, "retrieval_ms": 300}}  # fmt: skip
+    base = {
+        "registry": str(exported.path.parent),
+        "version": exported.version,
+        "port": SERVE_PORT,
+        "event_log": str(tmp_path / "log"),
+        "fault_injection": True,
+        "budgets": {"ranking_ms": 300, "retrieval_ms": 300},
+    }
     return ServeConfig.model_validate(base | settings)
 
 
@@ -30,7 +36,9 @@ def serve_config(exported, tmp_path, **settings) -> ServeConfig:
 def endpoint(ray_cluster, exported, tmp_path_factory):
     from hyperrec.serve.runner import start, stop
 
-    url = start(serve_config(exported, tmp_path_factory.mktemp("serve"), topology="deployments", ranking={"max_batch_size": 8, "batch_wait_ms": 2}))
+    url = start(
+        serve_config(exported, tmp_path_factory.mktemp("serve"), topology="deployments", ranking={"max_batch_size": 8, "batch_wait_ms": 2})
+    )
     with httpx.Client(base_url=url, timeout=30) as client:
         yield client
     stop()
@@ -102,7 +110,7 @@ def test_ranking_failure_and_timeout_fall_back_and_say_so(endpoint, exported):
 
 def test_hot_swap_under_load_fails_no_request(endpoint, exported):
     second = export_run(
-        Path(exported.manifest["source_run"]),
+        Path(exported.manifest.source_run),
         ExportConfig(registry=exported.path.parent, cutoffs=2, ranker={"epochs": 1, "hidden": [8]}, promote=False),
         log=lambda *_: None,
     )

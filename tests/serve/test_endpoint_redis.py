@@ -11,7 +11,9 @@ from tests.serve.test_endpoint import NOW, serve_config, some_user
 def redis_endpoint(ray_cluster, exported, redis_url, tmp_path_factory):
     from hyperrec.serve.runner import start, stop
 
-    config = serve_config(exported, tmp_path_factory.mktemp("serve"), store={"kind": "redis", "redis_url": redis_url, "namespace": "endpoint-test"})
+    config = serve_config(
+        exported, tmp_path_factory.mktemp("serve"), store={"kind": "redis", "redis_url": redis_url, "namespace": "endpoint-test"}
+    )
     with httpx.Client(base_url=start(config), timeout=30) as client:
         yield client
     stop()

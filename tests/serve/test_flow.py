@@ -1,25 +1,27 @@
 """The request flow in process (no Ray): policy, online features, fallbacks, events, model swap, Triton backend."""
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
-from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 
 from hyperrec.data.offline_store import OfflineStore
+from hyperrec.export.run import ExportConfig, export_run
 from hyperrec.registry import Registry
 from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.flow import LocalStages, RecommendFlow
 from hyperrec.serve.online_store import MemoryStore
 from hyperrec.serve.schemas import RecommendRequest
-from hyperrec.train.export import ExportConfig, export_run
 
-NOW = datetime(2026, 11, 27, 12, tzinfo=timezone.utc).isoformat()
+NOW = datetime(2026, 11, 27, 12, tzinfo=UTC).isoformat()
 
 
 def make_flow(exported, tmp_path, **settings) -> RecommendFlow:
-    config = ServeConfig.model_validate({"registry": str(exported.path.parent), "version": exported.version, "event_log": str(tmp_path / "log")} | settings)
+    config = ServeConfig.model_validate(
+        {"registry": str(exported.path.parent), "version": exported.version, "event_log": str(tmp_path / "log")} | settings
+    )
     flow = RecommendFlow(config, MemoryStore(), LocalStages(Registry(config.registry), config))
     asyncio.run(flow.start())
     return flow
@@ -137,7 +139,7 @@ def test_ranking_failure_and_overrun_degrade_to_popularity_and_say_so(exported, 
 def second_version(exported):
     """A second version in the same registry (not promoted): what a hot swap loads."""
     config = ExportConfig(registry=exported.path.parent, cutoffs=2, ranker={"epochs": 1, "hidden": [8]}, promote=False)
-    return export_run(Path(exported.manifest["source_run"]), config, log=lambda *_: None)
+    return export_run(Path(exported.manifest.source_run), config, log=lambda *_: None)
 
 
 def test_swap_keeps_the_previous_version_as_last_good_fallback(exported, second_version, tmp_path):
@@ -152,7 +154,7 @@ def test_swap_keeps_the_previous_version_as_last_good_fallback(exported, second_
 
 
 def test_triton_backend_serves_the_same_answer(exported, tmp_path):
-    from hyperrec.serve.triton_client import TritonSidecar
+    from hyperrec.serve.triton_process import TritonSidecar
 
     with TritonSidecar(exported.path / "triton") as sidecar:
         flow = make_flow(exported, tmp_path, ranking={"backend": "triton", "triton_url": sidecar.url}, policy={"frequency_cap": None})

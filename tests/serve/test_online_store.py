@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from hyperrec.data.user_state import MAX_BASKETS
+from hyperrec.bundle.user_state import MAX_BASKETS
 from hyperrec.serve.online_store import MemoryStore, OnlineStore
 from hyperrec.serve.redis_store import RedisStore
 

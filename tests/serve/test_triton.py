@@ -9,13 +9,15 @@ import pytest
 import torch
 from torch import nn
 
+from hyperrec.bundle.onnx_models import OnnxEncoder, OnnxScorer
+from hyperrec.bundle.retrieval import context_arrays
+from hyperrec.bundle.triton_client import TritonEncoder, TritonModel, TritonScorer
+from hyperrec.export.modules import exportable
+from hyperrec.export.onnx import export_onnx
+from hyperrec.export.triton_repo import write_model_repository
 from hyperrec.models.ranker import Ranker, RankerConfig
 from hyperrec.models.sasrec import SASRec, SASRecConfig
-from hyperrec.models.serving_pipeline import OnnxEncoder, OnnxScorer, context_arrays
-from hyperrec.serve.triton_client import TritonEncoder, TritonModel, TritonScorer, TritonSidecar
-from hyperrec.train.export_modules import exportable
-from hyperrec.train.onnx_export import export_onnx
-from hyperrec.train.triton_repo import write_model_repository
+from hyperrec.serve.triton_process import TritonSidecar
 
 MAX_LEN, N_ITEMS, N_FEATURES = 8, 50, 17
 
@@ -63,7 +65,10 @@ def exported(tmp_path_factory) -> dict[str, Path]:
     ranker = Ranker(N_FEATURES, RankerConfig(epochs=1, hidden=[8]))
     ranker.set_standardization(np.random.default_rng(0).normal(size=(200, N_FEATURES)).astype(np.float32))
     export_onnx(ranker.eval(), {"features": torch.randn(4, N_FEATURES)}, folder / "ranker.onnx", "scores", {"features": {0: "batch"}})
-    example = {"items": torch.randint(0, N_ITEMS + 1, (2, MAX_LEN)), **{k: torch.zeros(2, dtype=torch.long) for k in ("device", "hour", "weekday")}}
+    example = {
+        "items": torch.randint(0, N_ITEMS + 1, (2, MAX_LEN)),
+        **{k: torch.zeros(2, dtype=torch.long) for k in ("device", "hour", "weekday")},
+    }
     dynamic = {"items": {0: "batch", 1: "length"}, **{k: {0: "batch"} for k in ("device", "hour", "weekday")}}
     export_onnx(ContextEncoder().eval(), example, folder / "context_encoder.onnx", "user_vector", dynamic)
     return {name: folder / f"{name}.onnx" for name in ("encoder", "ranker", "context_encoder")}
@@ -84,7 +89,10 @@ def test_round_trip_matches_onnx_runtime_and_stops_cleanly(tmp_path, exported):
         tree, scratch = process_tree(sidecar.process.pid), sidecar.scratch
         assert len(tree) >= 3  # the sidecar, tritonserver, one backend stub per model
         encoder, local_encoder = TritonEncoder(sidecar.url, max_len=MAX_LEN), OnnxEncoder(exported["encoder"], MAX_LEN)
-        context_encoder, local_context = TritonEncoder(sidecar.url, "context_encoder", max_len=MAX_LEN), OnnxEncoder(exported["context_encoder"], MAX_LEN)
+        context_encoder, local_context = (
+            TritonEncoder(sidecar.url, "context_encoder", max_len=MAX_LEN),
+            OnnxEncoder(exported["context_encoder"], MAX_LEN),
+        )
         scorer, local_scorer = TritonScorer(sidecar.url), OnnxScorer(exported["ranker"])
         for size in (1, 3, 32, 100):
             sequences = rng.integers(0, N_ITEMS + 1, (size, MAX_LEN))

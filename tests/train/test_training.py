@@ -9,7 +9,7 @@ import yaml
 
 from hyperrec.cli import main
 from hyperrec.config import ConfigError, ExperimentConfig, SweepConfig, load_config
-from hyperrec.train.compare import compare_runs
+from hyperrec.eval.compare import compare_runs
 from hyperrec.train.launcher import latest_checkpoint
 from hyperrec.train.loop import load_checkpoint, train_loop
 from hyperrec.train.model_factory import build_model, model_config
@@ -40,7 +40,15 @@ def test_two_worker_ray_train_run_writes_a_complete_run(trained_run):
     run_dir, record = trained_run
     assert [e["epoch"] for e in record["epochs"]] == [1, 2]
     assert 0 < record["test"]["recall@10"] <= 1 and record["samples_per_s"] > 0
-    for name in ("model.pt", "record.json", "epochs.csv", "test_results.csv", "test_results.md", "learning_curve.png", "test_per_user.csv.gz"):
+    for name in (
+        "model.pt",
+        "record.json",
+        "epochs.csv",
+        "test_results.csv",
+        "test_results.md",
+        "learning_curve.png",
+        "test_per_user.csv.gz",
+    ):
         assert (run_dir / name).is_file(), name
     assert latest_checkpoint(run_dir).joinpath("state.pt").is_file()
     assert list((run_dir / "wandb").glob("offline-run-*")), "wandb offline run directory"
@@ -58,12 +66,31 @@ def test_recommend_loads_the_trained_run(trained_run, tmp_path):
 def test_eval_and_compare_put_the_run_next_to_baselines(trained_run, tmp_path, capsys):
     run_dir, record = trained_run
     config = tmp_path / "eval.yaml"
-    config.write_text(yaml.safe_dump({**{k: record["config"][k] for k in ("data", "seed")}, "name": "with_run",
-        "eval": {"ks": [10], "list_length": 20, "reference": "freq", "out_dir": str(tmp_path / "results"), "bootstrap_samples": 200},
-        "methods": {"freq": {"kind": "top_frequency"}, "sasrec": {"kind": "run", "path": str(run_dir)},
+    config.write_text(
+        yaml.safe_dump(
+            {
+                **{k: record["config"][k] for k in ("data", "seed")},
+                "name": "with_run",
+                "eval": {
+                    "ks": [10],
+                    "list_length": 20,
+                    "reference": "freq",
+                    "out_dir": str(tmp_path / "results"),
+                    "bootstrap_samples": 200,
+                },
+                "methods": {
+                    "freq": {"kind": "top_frequency"},
+                    "sasrec": {"kind": "run", "path": str(run_dir)},
                     "latest": {"kind": "run", "path": str(run_dir.parent / record["config"]["name"])},
-                    "pipe": {"kind": "pipeline", "retrievers": {"sasrec": {"kind": "run", "path": str(run_dir)}},
-                             "params": {"retriever_top_n": 20, "popular_top_n": 10, "label_baskets": 2, "ranker": {"epochs": 2}}}}}))  # fmt: skip
+                    "pipe": {
+                        "kind": "pipeline",
+                        "retrievers": {"sasrec": {"kind": "run", "path": str(run_dir)}},
+                        "params": {"retriever_top_n": 20, "popular_top_n": 10, "label_baskets": 2, "ranker": {"epochs": 2}},
+                    },
+                },
+            }
+        )
+    )
     assert main(["eval", str(config)]) == 0
     table = pd.read_csv(tmp_path / "results" / "with_run" / "results.csv", index_col="method")
     assert 0 < table.loc["pipe", "recall@10"] <= 1  # a trained run as the pipeline's retriever
@@ -106,8 +133,18 @@ def test_two_trial_sweep_writes_table_and_plots(ray_cluster, tmp_path):
     base.write_text(yaml.safe_dump(tiny_training_config(tmp_path)))
     sweep_file = tmp_path / "sweep.yaml"
     space = {"model.params.dim": {"grid": [8, 16]}, "train.lr": {"loguniform": [0.0001, 0.01]}}
-    sweep_file.write_text(yaml.safe_dump({"name": "tiny_sweep", "base": str(base), "space": space,
-                                          "num_samples": 1, "scheduler": {"kind": "asha", "grace_period": 2}, "trial_resources": {"CPU": 1}}))  # fmt: skip
+    sweep_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny_sweep",
+                "base": str(base),
+                "space": space,
+                "num_samples": 1,
+                "scheduler": {"kind": "asha", "grace_period": 2},
+                "trial_resources": {"CPU": 1},
+            }
+        )
+    )
     table = run_sweep(load_config(sweep_file, schema=SweepConfig), sweep_file)
     assert sorted(table["model.params.dim"]) == [8, 16]
     again = run_sweep(load_config(sweep_file, schema=SweepConfig), sweep_file)  # the search is seeded: the same trials
@@ -120,7 +157,9 @@ def test_two_trial_sweep_writes_table_and_plots(ray_cluster, tmp_path):
 
 
 def test_bad_model_params_fail_before_ray_starts(tmp_path):
-    config = ExperimentConfig.model_validate({**tiny_training_config(tmp_path), "model": {"kind": "sasrec", "params": {"dim": 10, "n_heads": 3}}})
+    config = ExperimentConfig.model_validate(
+        {**tiny_training_config(tmp_path), "model": {"kind": "sasrec", "params": {"dim": 10, "n_heads": 3}}}
+    )
     with pytest.raises(ConfigError, match="divisible"):
         model_config(config, "train.yaml")
 
@@ -150,19 +189,21 @@ def test_two_tower_trains_through_the_same_loop_and_retrieves_with_faiss(tmp_pat
     assert state.best_metric > 0.5 * popularity_recall
 
     # export: the user tower (with its context inputs) and the item tower to ONNX, both in the Triton repository
-    from hyperrec.train.export import ExportConfig, export_run
+    from hyperrec.export.run import ExportConfig, export_run
 
-    exported = export_run(tmp_path / "run", ExportConfig(registry=tmp_path / "registry", cutoffs=1, ranker={"epochs": 1, "hidden": [8]}), log=lambda *_: None)
-    assert exported.manifest["encoder_inputs"] == ["items", "device", "hour", "weekday"]
-    assert all(exported.manifest["parity"][name]["passed"] for name in ("encoder", "item_tower", "ranker"))
+    exported = export_run(
+        tmp_path / "run", ExportConfig(registry=tmp_path / "registry", cutoffs=1, ranker={"epochs": 1, "hidden": [8]}), log=lambda *_: None
+    )
+    assert exported.manifest.encoder_inputs == ["items", "device", "hour", "weekday"]
+    assert set(exported.manifest.parity) == {"encoder", "item_tower", "ranker"} and exported.manifest.parity_passed
     assert (exported.path / "triton" / "item_tower" / "config.pbtxt").is_file()
     # the same model ranks the same, except that serving never proposes items out of stock
-    assert abs(exported.manifest["retrieval_only_metrics"]["recall@10"] - exported.manifest["run_test_metrics"]["recall@10"]) < 0.05
+    assert abs(exported.manifest.retrieval_only_metrics["recall@10"] - exported.manifest.run_test_metrics["recall@10"]) < 0.05
 
 
 def make_baseline_recall(split, kind):
+    from hyperrec.eval.evaluate import evaluate_model
     from hyperrec.models.baselines import make_baseline
-    from hyperrec.train.evaluate import evaluate_model
 
     model = make_baseline(kind).fit(split.valid.history)
     return evaluate_model(model, split.valid, [10], 20).summary["recall@10"]

@@ -1,0 +1,1 @@
+"""`hyperrec bench`: the open-loop load generator, synthetic bench bundles, the latency tables."""

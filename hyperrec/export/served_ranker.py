@@ -1,0 +1,97 @@
+"""The served ranker: trained on what serving's retrieval hands it, judged by full ranking.
+
+Training lists come from cut-offs j = 1..J: for each user, basket n_u - j of the export's history
+is the label and everything before it is the user's state; the item table (popularity, trend,
+repeat rates) is recomputed from the truncated history, so no label basket leaks into any
+feature. Candidates and features are produced by `Retrieval` itself, with the exported ONNX
+encoder, so the ranker learns exactly the inputs it gets in production.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from hyperrec.bundle.features import FEATURE_NAMES, ItemTable
+from hyperrec.bundle.onnx_models import Encoder, Scorer
+from hyperrec.bundle.retrieval import Retrieval, RetrievalConfig, context_arrays
+from hyperrec.bundle.slate import reserve_explore_slots, top_k
+from hyperrec.bundle.user_state import UserState
+from hyperrec.data.sequences import EvalTask, Interactions
+from hyperrec.eval.evaluate import Evaluation, evaluate_lists
+from hyperrec.models.ranker import Ranker, RankerConfig
+
+BATCH = 256  # users per retrieval call
+
+
+def user_context(history: Interactions, users: np.ndarray) -> dict[str, np.ndarray]:
+    """Encoder context offline: no device, and the time of the user's last basket (the next visit's is unknown)."""
+    times = np.array([history.times[u][-1] if len(history.times[u]) else 0.0 for u in users])
+    return context_arrays([{} for _ in users], times)
+
+
+def training_lists(
+    history: Interactions,
+    catalog: pd.DataFrame,
+    encoder: Encoder,
+    item_vectors: np.ndarray,
+    config: RetrievalConfig,
+    cutoffs: int,
+    index=None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, labels, list ids) over `cutoffs` held-out baskets per user; lists without a positive are dropped.
+    `index`: the FAISS index over `item_vectors` (built once by the caller; None = build one per cut-off)."""
+    n_baskets = np.array([len(b) for b in history.baskets])
+    features, labels, groups = [], [], []
+    n_lists = 0
+    for j in tqdm(range(1, cutoffs + 1), desc="ranker training lists", unit="cut-off"):
+        users = np.flatnonzero(n_baskets >= j + 1)
+        if not len(users):
+            break
+        truncated = history.truncate(np.where(n_baskets >= j + 1, n_baskets - j, 0))
+        retrieval = Retrieval(encoder, item_vectors, ItemTable.from_history(truncated, catalog), config, index=index)
+        for start in range(0, len(users), BATCH):
+            batch = users[start : start + BATCH]
+            states = [UserState.from_history(truncated, u) for u in batch]
+            for user, candidates in zip(batch, retrieval.candidates(states, user_context(truncated, batch))):
+                label = np.isin(candidates.items, history.baskets[user][n_baskets[user] - j])
+                if label.any():
+                    features.append(candidates.features)
+                    labels.append(label.astype(np.float32))
+                    groups.append(np.full(len(label), n_lists))
+                    n_lists += 1
+    if not n_lists:
+        raise ValueError("no training list has a positive candidate: the history is too short or retrieval finds nothing")
+    return np.concatenate(features), np.concatenate(labels), np.concatenate(groups)
+
+
+def fit_ranker(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, config: RankerConfig) -> Ranker:
+    return Ranker(len(FEATURE_NAMES), config).fit(features, labels, groups)
+
+
+def ranked_lists(
+    retrieval: Retrieval, scorer: Scorer | None, task: EvalTask, k: int, explore_slots: int = 0, shown: int = 10
+) -> np.ndarray:
+    """(users, k) item lists served for `task.users` from their histories; short lists are
+    filled with popular items (the endpoint's own fallback) so every list has k items.
+    `explore_slots`: that many of the first `shown` places go to items new to the user (the policy's exploration slot)."""
+    out = np.empty((len(task.users), k), np.int64)
+    for start in range(0, len(task.users), BATCH):
+        batch = task.users[start : start + BATCH]
+        states = [UserState.from_history(task.history, u) for u in batch]
+        for row, candidates in enumerate(retrieval.candidates(states, user_context(task.history, batch)), start):
+            scores = scorer(candidates.features) if scorer is not None else candidates.ann_score
+            order = top_k(scores, len(scores))
+            if explore_slots:
+                order = reserve_explore_slots(order, ~candidates.repeat, explore_slots, shown)
+            chosen = candidates.items[order[:k]]
+            filler = retrieval.popular_in_stock[~np.isin(retrieval.popular_in_stock, chosen)][: k - len(chosen)]
+            out[row] = np.concatenate([chosen, filler])
+    return out
+
+
+def evaluate_serving(
+    retrieval: Retrieval, scorer: Scorer | None, task: EvalTask, ks: list[int], list_length: int, explore_slots: int = 0
+) -> Evaluation:
+    return evaluate_lists(ranked_lists(retrieval, scorer, task, list_length, explore_slots, shown=min(ks)), task, ks)
