@@ -15,6 +15,11 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+# The model kinds, named once: every table that implements them (models.baselines.BASELINES,
+# train.model_factory.TASKS, export.modules.PLANS) is keyed by these and checked against them.
+BaselineKind = Literal["popularity", "top_frequency", "item_knn", "tifu_knn"]
+ModelKind = Literal["sasrec", "two_tower"]
+
 T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
 
@@ -72,7 +77,7 @@ class MethodConfig(StrictModel):
     candidate generation (`retrievers`: baselines or trained runs, repeat items, popularity) and a learned ranker (`params`:
     hyperrec.models.pipeline.PipelineConfig)."""
 
-    kind: Literal["popularity", "top_frequency", "item_knn", "tifu_knn", "run", "pipeline"]
+    kind: BaselineKind | Literal["run", "pipeline"]
     params: dict[str, Any] = {}
     grid: dict[str, list[float | int | bool]] = {}
     path: Path | None = Field(
@@ -118,7 +123,7 @@ class EvalConfig(StrictModel):
 class ModelSection(StrictModel):
     """Which model to train; `params` are checked against that model's own config class."""
 
-    kind: Literal["sasrec", "two_tower"] = "sasrec"
+    kind: ModelKind = "sasrec"
     params: dict[str, Any] = {}
 
 

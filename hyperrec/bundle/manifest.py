@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from hyperrec.bundle.retrieval import RetrievalConfig
-from hyperrec.config import DataConfig, StrictModel
+from hyperrec.config import DataConfig, ModelKind, StrictModel
 from hyperrec.models.item_index import IndexKind
 from hyperrec.models.ranker import RankerConfig
 
@@ -57,7 +57,7 @@ class Manifest(StrictModel):
     created: str | None = None
     source_run: str | None = Field(None, description="the training run exported; None for a synthetic bench bundle")
     trained: bool = Field(True, description="False for bench bundles: seeded, untrained encoder; quality numbers are not meant to be read")
-    model_kind: Literal["sasrec", "two_tower"]
+    model_kind: ModelKind
     max_len: int = Field(ge=1)
     dim: int = Field(ge=1)
     n_items: int = Field(ge=1)

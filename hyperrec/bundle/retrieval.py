@@ -2,7 +2,7 @@
 
     user state + context -> encoder (ONNX) -> user vector -> FAISS top-N over item vectors
       + the user's repeat items (most bought, then most recent) + the most popular items
-      - items out of stock or excluded -> features (serving_features.py) -> ranker (ONNX) -> scores
+      - items out of stock or excluded -> features (features.py) -> ranker (ONNX) -> scores
 
 Used three ways with the same code: by export, to train the ranker on the candidates retrieval
 really hands it and to evaluate the bundle offline; by the Ray Serve deployments, one stage each;
@@ -20,6 +20,7 @@ from hyperrec.bundle.features import FEATURE_NAMES, ItemColumns, ItemTable, cand
 from hyperrec.bundle.onnx_models import Encoder
 from hyperrec.bundle.user_state import UserState
 from hyperrec.config import StrictModel
+from hyperrec.data.basket_examples import hour_and_weekday
 from hyperrec.models.item_index import IndexKind, build_index
 
 LOG_PRICE = FEATURE_NAMES.index("log_price")
@@ -37,9 +38,7 @@ class RetrievalConfig(StrictModel):
 
 def context_arrays(contexts: list[dict], times: np.ndarray) -> dict[str, np.ndarray]:
     """Encoder context inputs of a batch: device code, hour of day and weekday (UTC) of `times` (epoch seconds)."""
-    moments = times.astype("datetime64[s]")
-    hour = (moments.astype("datetime64[h]").astype(np.int64) % 24).astype(np.int64)
-    weekday = ((moments.astype("datetime64[D]").astype(np.int64) + 3) % 7).astype(np.int64)  # 1970-01-01 was a Thursday
+    hour, weekday = hour_and_weekday(times)
     device = np.array([DEVICE_CODES.get(str(c.get("device")), 0) for c in contexts], np.int64)
     return {"device": device, "hour": hour, "weekday": weekday}
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hyperrec.data.sequences import Interactions
+from hyperrec.data.windows import pad_left
 
 MAX_BASKETS = 100  # older baskets are forgotten online; features look at most this far back
 
@@ -30,12 +31,8 @@ class UserState:
         return len(self.baskets)
 
     def sequence(self, max_len: int) -> np.ndarray:
-        """(max_len,) ids 1..n_items of the last max_len items bought, left-padded with 0."""
-        out = np.zeros(max_len, np.int64)
-        if self.baskets:
-            items = np.concatenate(self.baskets)[-max_len:] + 1
-            out[max_len - len(items) :] = items
-        return out
+        """(max_len,) ids 1..n_items of the last max_len items bought, left-padded with 0 (as in training)."""
+        return pad_left(np.concatenate(self.baskets) + 1 if self.baskets else np.empty(0, np.int64), max_len)
 
     def _flat(self) -> tuple[np.ndarray, np.ndarray]:
         """Every item bought and how many baskets ago (0 = the last basket)."""

@@ -8,21 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
 UNKNOWN_CATEGORY = "unknown"
 CATALOG_COLUMNS = ("item_id", "category", "price", "margin", "stock", "title")
-
-
-class CatalogItem(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    item_id: str = Field(min_length=1, max_length=256)
-    category: str = UNKNOWN_CATEGORY
-    price: float | None = Field(None, ge=0)
-    margin: float | None = Field(None, ge=-1, le=1, description="share of the price the shop keeps")
-    stock: int | None = Field(None, ge=0)
-    title: str | None = None
 
 
 def normalize_catalog(frame: pd.DataFrame) -> pd.DataFrame:

@@ -17,14 +17,19 @@ def flat_items(interactions: Interactions, user: int) -> np.ndarray:
     return np.concatenate(baskets) + 1 if baskets else np.empty(0, np.int64)
 
 
+def pad_left(ids: np.ndarray, max_len: int) -> np.ndarray:
+    """(max_len,) the last max_len of `ids`, left-padded with 0: the most recent item is always last."""
+    out = np.zeros(max_len, np.int64)
+    ids = ids[-max_len:]
+    out[max_len - len(ids) :] = ids
+    return out
+
+
 def recent_items(interactions: Interactions, users: np.ndarray, max_len: int) -> np.ndarray:
     """(len(users), max_len) ids of each user's last max_len items, left-padded with 0."""
-    out = np.zeros((len(users), max_len), dtype=np.int64)
-    for row, user in enumerate(users):
-        items = flat_items(interactions, user)[-max_len:]
-        if len(items):
-            out[row, -len(items) :] = items
-    return out
+    if not len(users):
+        return np.zeros((0, max_len), np.int64)
+    return np.stack([pad_left(flat_items(interactions, user), max_len) for user in users])
 
 
 def training_windows(interactions: Interactions, max_len: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,1 +1,2 @@
-"""Offline evaluation: full-ranking metrics, evaluation of methods and runs, tuning, result tables and plots, run comparisons."""
+"""Offline evaluation: full-ranking metrics, evaluation of methods and runs, tuning, result tables and
+plots, run comparisons."""

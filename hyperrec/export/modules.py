@@ -13,6 +13,7 @@ lookups on the same weight tensors.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hyperrec.config import ModelKind
 from hyperrec.models.sasrec import SASRec
 from hyperrec.models.two_tower import N_DEVICES, N_HOURS, N_WEEKDAYS, ItemTower, TwoTower
 
@@ -119,9 +121,10 @@ def _two_tower_plan(model: TwoTower) -> ExportPlan:
     )
 
 
-def exportable(kind: str, model: nn.Module) -> ExportPlan:
-    if kind == "sasrec":
-        return _sasrec_plan(model)
-    if kind == "two_tower":
-        return _two_tower_plan(model)
-    raise ValueError(f"export of model kind '{kind}' is not supported (supported: sasrec, two_tower)")
+PLANS: dict[ModelKind, Callable[[nn.Module], ExportPlan]] = {"sasrec": _sasrec_plan, "two_tower": _two_tower_plan}
+
+
+def exportable(kind: ModelKind, model: nn.Module) -> ExportPlan:
+    if kind not in PLANS:
+        raise ValueError(f"export of model kind '{kind}' is not supported (supported: {', '.join(PLANS)})")
+    return PLANS[kind](model)

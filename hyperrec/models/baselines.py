@@ -14,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
+from hyperrec.config import BaselineKind
 from hyperrec.data.sequences import Interactions
 from hyperrec.models.base import Params, Recommender
 
@@ -130,7 +131,7 @@ class TIFUKNN(Recommender):
         return self.params.alpha * own + (1 - self.params.alpha) * neighbor_mean
 
 
-BASELINES: dict[str, type[Recommender]] = {
+BASELINES: dict[BaselineKind, type[Recommender]] = {
     "popularity": Popularity,
     "top_frequency": TopFrequency,
     "item_knn": ItemKNN,

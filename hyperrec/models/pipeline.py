@@ -34,6 +34,7 @@ from pydantic import Field
 
 from hyperrec.config import StrictModel
 from hyperrec.data.sequences import Interactions
+from hyperrec.models import collaborative_features as C
 from hyperrec.models import features as F
 from hyperrec.models.base import Recommender
 from hyperrec.models.ranker import Ranker, RankerConfig
@@ -164,9 +165,9 @@ class Pipeline(Recommender):
         columns["popular_proposed"] = (pop_rank[items] < c.popular_top_n).astype(np.float64)
         # collaborative and basket-context features (user-user neighbours, item-item co-occurrence)
         if c.neighbors > 0:
-            columns.update(F.neighbor_features(self._vectors(summary), users, rows, items, c.neighbors))
+            columns.update(C.neighbor_features(self._vectors(summary), users, rows, items, c.neighbors))
         if c.cooccurrence:
-            columns.update(F.last_basket_features(summary, self._cooccurrence(summary), users, rows, items))
+            columns.update(C.last_basket_features(summary, self._cooccurrence(summary), users, rows, items))
         for name, (scores, rank) in source_scores.items():
             columns.update(F.retriever_features(name, scores, rank, rows, items, c.retriever_top_n))
         if self.catalog is not None:
@@ -177,12 +178,12 @@ class Pipeline(Recommender):
 
     def _vectors(self, summary: F.HistorySummary) -> sp.csr_matrix:
         if self._vector_cache[0] is not summary:
-            self._vector_cache = (summary, F.user_vectors(summary, decay_index=1 if len(summary.decays) > 1 else 0))
+            self._vector_cache = (summary, C.user_vectors(summary, decay_index=1 if len(summary.decays) > 1 else 0))
         return self._vector_cache[1]
 
     def _cooccurrence(self, summary: F.HistorySummary) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         if self._cooc_cache[0] is not summary:
-            self._cooc_cache = (summary, F.cooccurrence(summary))
+            self._cooc_cache = (summary, C.cooccurrence(summary))
         return self._cooc_cache[1]
 
     def _summarize(self, history: Interactions) -> F.HistorySummary:

