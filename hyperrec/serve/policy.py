@@ -47,7 +47,16 @@ class Policy:
         if c.explore_slots:
             picked = set(order)
             rest = [int(i) for i in np.lexsort((-adjusted, capped)) if i not in picked]  # uncapped first, best first
-            order = list(reserve_explore_slots(np.array(order + rest), ~candidates.repeat & ~capped, c.explore_slots, k)[:k])
+            explorable = ~candidates.repeat & ~capped
+            if c.max_per_category is not None:  # a promoted item must not take its category over the cap
+                categories = self.table.category[items]
+                room = {int(g): c.max_per_category - int(n) for g, n in zip(*np.unique(categories[order], return_counts=True))}
+                for i in rest:
+                    category = int(categories[i])
+                    if explorable[i] and category > 0:
+                        explorable[i] = room.get(category, c.max_per_category) > 0
+                        room[category] = room.get(category, c.max_per_category) - 1
+            order = list(reserve_explore_slots(np.array(order + rest), explorable, c.explore_slots, k)[:k])
         recent = self._recent_items(state)
         return [
             Pick(int(items[i]), float(adjusted[i]), self._reason(int(items[i]), bool(candidates.repeat[i]), state, recent)) for i in order

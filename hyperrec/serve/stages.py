@@ -88,7 +88,8 @@ class RankingStage(_Versioned):
         return self.registry.bundle(version).scorer(self.config.ranking)
 
     def score_many(self, version: str, features: list[np.ndarray]) -> list[np.ndarray]:
-        """Score several requests' candidates in one model call."""
+        """Score several requests' candidates in one model call: one score array per request."""
+        if not features:
+            return []
         sizes = np.cumsum([len(f) for f in features])[:-1]
-        scores = self.get(version)(np.concatenate(features)) if features else np.zeros(0, np.float32)
-        return np.split(np.asarray(scores), sizes)
+        return np.split(np.asarray(self.get(version)(np.concatenate(features))), sizes)
