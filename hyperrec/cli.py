@@ -9,12 +9,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from pydantic import ValidationError
 from rich.console import Console
 
-from hyperrec.config import ConfigError, SyntheticConfig, apply_overrides, load_config, validate
-from hyperrec.data.file_source import DataFileError
-from hyperrec.registry import Registry, RegistryError
+from hyperrec import logs
+from hyperrec.config import SyntheticConfig, apply_overrides, load_config, validate
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEMO_CONFIG = REPO_CONFIGS / "eval" / "instacart_baselines.yaml"
@@ -165,12 +163,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"--model {error}; use --version for a registry version") from None
         result = export_run(run, ExportConfig(registry=config.registry, promote=False), log=_console().print)
         config = config.model_copy(update={"version": result.version})
+    from hyperrec.registry import Registry
+
     Registry(config.registry).resolve(config.version)  # a missing model is a clear error before Ray starts
     prepare_environment(config)  # before Ray Serve is imported
     from hyperrec.serve.runner import start, wait_then_stop
 
     url = start(config)
-    _console().print(f"serving {config.registry} ({config.version}) at [bold]{url}[/] (docs: {url}/docs); Ctrl-C stops")
+    _console().print(f"serving {config.registry} ({config.version}) at [bold]{url}[/] (docs: {url}/docs); Ctrl-C or SIGTERM stops")
     wait_then_stop()
 
 
@@ -191,6 +191,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperrec", description=__doc__)
+    parser.add_argument("--verbose", action="store_true", help="also print the libraries' own logs (Ray, TorchRec, FAISS, ONNX)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_overrides(p: argparse.ArgumentParser) -> None:
@@ -283,12 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logs.configure(verbose=args.verbose)
     if args.command == "recommend" and args.k < 1:
         print("error: --k must be at least 1", file=sys.stderr)
         return 2
     try:
         args.func(args)
-    except (ConfigError, DataFileError, FileNotFoundError, ValidationError, ValueError, RegistryError, TimeoutError) as exc:
+    # ConfigError, DataFileError, RegistryError/BundleError and pydantic's ValidationError are ValueErrors
+    except (ValueError, FileNotFoundError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

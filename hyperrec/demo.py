@@ -53,7 +53,7 @@ def run_demo(console: Console, port: int, wait: bool, registry: Path, overrides:
         stop()
         raise
     if wait:
-        console.print(f"serving at [bold]{url}[/] (API docs: {url}/docs). Ctrl-C stops.")
+        console.print(f"serving at [bold]{url}[/] (API docs: {url}/docs). Ctrl-C or SIGTERM stops.")
         wait_then_stop()
     else:
         stop()

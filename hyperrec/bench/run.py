@@ -21,6 +21,7 @@ from rich.console import Console
 from hyperrec.bench.bundles import synthetic_bundle
 from hyperrec.bench.loadgen import StepResult, http_step, open_loop, recommend_bodies
 from hyperrec.eval.report import print_table, write_table
+from hyperrec.logs import ray_logging
 from hyperrec.registry import Registry
 from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.flow import LocalStages, RecommendFlow
@@ -91,7 +92,7 @@ def run_bench(
 ) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     if not ray.is_initialized():
-        ray.init(configure_logging=False, include_dashboard=False, log_to_driver=False)
+        ray.init(include_dashboard=False, log_to_driver=False, **ray_logging())
     try:
         rows = []
         for n_items in dict.fromkeys([items, *sizes]):

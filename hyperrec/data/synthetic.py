@@ -30,13 +30,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from hyperrec.config import SyntheticConfig
 from hyperrec.data.catalog import normalize_catalog
 from hyperrec.data.dataset import Dataset
 from hyperrec.data.events import normalize_events
 from hyperrec.data.offline_store import OfflineStore
+from hyperrec.progress import progress
 
 START = np.datetime64("2024-01-01T00:00:00", "us")
 CANDIDATES = 64  # candidate items per session (see the module docstring)
@@ -397,12 +397,12 @@ class SyntheticShop:
         return Dataset(name="synthetic", events=events, catalog=self.catalog)
 
 
-def write_synthetic(config: SyntheticConfig, store: OfflineStore, progress: bool = True) -> int:
+def write_synthetic(config: SyntheticConfig, store: OfflineStore, show_progress: bool = True) -> int:
     """Generate the shop into `store` chunk by chunk (memory stays at one chunk); returns the event count."""
     shop = SyntheticShop(config)
     store.write_catalog(shop.catalog)
     total = 0
-    with tqdm(total=shop.n_chunks, unit="chunk", desc="synthetic events", disable=not progress) as bar:
+    with progress(total=shop.n_chunks, unit="chunk", desc="synthetic events", disable=not show_progress) as bar:
         for frame in shop.iter_event_chunks():
             total += store.append(frame)
             bar.update(1)

@@ -6,11 +6,11 @@ import itertools
 from typing import Any
 
 import pandas as pd
-from tqdm import tqdm
 
 from hyperrec.data.sequences import EvalTask
 from hyperrec.eval.evaluate import evaluate_model
 from hyperrec.models.baselines import make_baseline
+from hyperrec.progress import progress
 
 
 def grid_points(params: dict[str, Any], grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -32,7 +32,7 @@ def tune(
     """The params with the best validation `metric`, and one row per grid point tried."""
     points = grid_points(params, grid)
     rows = []
-    for point in tqdm(points, desc=f"tuning {label or kind}", unit="point", disable=len(points) <= 1, leave=False):
+    for point in progress(points, desc=f"tuning {label or kind}", unit="point", disable=len(points) <= 1, leave=False):
         summary = evaluate_model(make_baseline(kind, point).fit(valid.history), valid, ks, list_length).summary
         rows.append({**point, metric: summary[metric]})
     trials = pd.DataFrame(rows)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from hyperrec.bundle.features import FEATURE_NAMES, ItemTable
 from hyperrec.bundle.onnx_models import Encoder, Scorer
@@ -21,6 +20,7 @@ from hyperrec.bundle.user_state import UserState
 from hyperrec.data.sequences import EvalTask, Interactions
 from hyperrec.eval.evaluate import Evaluation, evaluate_lists
 from hyperrec.models.ranker import Ranker, RankerConfig
+from hyperrec.progress import progress
 
 BATCH = 256  # users per retrieval call
 
@@ -45,7 +45,7 @@ def training_lists(
     n_baskets = np.array([len(b) for b in history.baskets])
     features, labels, groups = [], [], []
     n_lists = 0
-    for j in tqdm(range(1, cutoffs + 1), desc="ranker training lists", unit="cut-off"):
+    for j in progress(range(1, cutoffs + 1), desc="ranker training lists", unit="cut-off"):
         users = np.flatnonzero(n_baskets >= j + 1)
         if not len(users):
             break

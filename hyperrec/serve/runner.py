@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 
 import httpx
 import ray
 from ray import serve
 
+from hyperrec.logs import ray_logging
 from hyperrec.serve.app import QUIET_LOGS, build_app
 from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.ray_env import PROXY_PORT_OFFSET, prepare_environment
@@ -21,7 +24,7 @@ def start(config: ServeConfig, num_cpus: int | None = None, timeout_s: float = 1
     prepare_environment(config)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its "ready at" line names Serve's own port, not ours
     if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, configure_logging=False, include_dashboard=False)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **ray_logging())
     # Direct ingress: the ingress replica binds `port` itself; Serve still reserves its own HTTP
     # port (a bind there fails the replica), so that one is moved out of the way.
     http_port = config.port + PROXY_PORT_OFFSET if config.ingress == "direct" else config.port
@@ -45,11 +48,15 @@ def stop() -> None:
 
 
 def wait_then_stop() -> None:
-    """Block while the endpoint serves, until Ctrl-C; then shut it down."""
+    """Block while the endpoint serves, until Ctrl-C or SIGTERM (what systemd, Docker and Kubernetes
+    send; a server started in the background from a script ignores SIGINT); then shut the app and the
+    local Ray cluster this process started down, so that no Ray process outlives it."""
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        while not stopping.wait(1.0):
+            pass
     finally:
         stop()
+        ray.shutdown()

@@ -145,6 +145,6 @@ def test_drift() -> None:
 
 def test_write_synthetic(tmp_path, events: pd.DataFrame) -> None:
     store = OfflineStore(tmp_path / "store")
-    assert write_synthetic(SMALL, store, progress=False) == len(events)
+    assert write_synthetic(SMALL, store, show_progress=False) == len(events)
     pd.testing.assert_frame_equal(store.read(), events)
     assert len(store.read_catalog()) == SMALL.n_items
