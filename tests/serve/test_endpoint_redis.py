@@ -3,6 +3,7 @@
 import httpx
 import pytest
 
+from hyperrec.bundle.store import load
 from hyperrec.serve.redis_store import RedisStore
 from tests.serve.test_endpoint import NOW, serve_config, some_user
 
@@ -28,5 +29,7 @@ def test_events_land_in_redis_and_change_the_next_answer(redis_endpoint, exporte
     assert answer["served_by"] == "ranker" and item in [i["item_id"] for i in answer["items"]]
     stored = RedisStore(redis_url, "endpoint-test").users(["redis-user", some_user(exported)])
     assert stored[0] is not None and stored[0].n_baskets == 1
-    assert stored[1] is not None and stored[1].n_baskets > 0  # the export's users were seeded into Redis at start
+    # the export's users were seeded into Redis at start: the same baskets as the bundle's
+    seeded = load(exported.path).user_baskets()[some_user(exported)]
+    assert stored[1] is not None and [b.tolist() for b in stored[1].baskets] == [b.tolist() for b in seeded]
     assert client.get("/readyz").status_code == 200

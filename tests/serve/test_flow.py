@@ -32,7 +32,13 @@ def ask(flow: RecommendFlow, user: str, k: int = 10, **fields):
 
 
 def known_user(flow: RecommendFlow) -> str:
-    return sorted(flow.store._baskets)[0]
+    """The first of the users the flow seeded its online store with (the export's users)."""
+    return sorted(flow.registry.bundle(flow.current).user_baskets())[0]
+
+
+def bought_ids(flow: RecommendFlow, user: str) -> set[str]:
+    """Item ids the online store says the user bought."""
+    return {flow.items[flow.current].table.item_ids[i] for b in flow.store.users([user])[0].baskets for i in b}
 
 
 def purchase(user: str, item: str, order: str) -> dict:
@@ -46,7 +52,8 @@ def test_known_user_gets_a_ranked_explained_list(exported, tmp_path):
     ids = [i.item_id for i in answer.items]
     assert len(ids) == 10 == len(set(ids))
     assert all(i.reason for i in answer.items) and len(answer.trace_id) == 16
-    bought = {flow.items[flow.current].table.item_ids[i] for b in flow.store._baskets[known_user(flow)] for i in b}
+    bought = bought_ids(flow, known_user(flow))
+    assert bought
     assert any(i.reason.startswith("you b") for i in answer.items if i.item_id in bought)
 
 
@@ -105,18 +112,30 @@ def test_category_cap_and_diversity_spread_the_list(exported, tmp_path):
     assert len(set(spread)) == 5
     relevance_only = ask(plain, user, k=10)
     diverse = ask(make_flow(exported, tmp_path, policy={"diversity": 0.9, "diversity_by": "category", "frequency_cap": None}), user, k=10)
+    # at 0.9 a second item of a category costs 0.9 and gains at most 0.1 of relevance: the first five
+    # items are of five categories (the shop has five), whatever the relevance order put first
+    assert len(set(categories(diverse)[:5])) == 5
     assert len(set(categories(diverse))) >= len(set(categories(relevance_only)))
 
 
 def test_margin_weight_promotes_high_margin_items(exported, tmp_path):
     user = None
-    lists = {}
-    for weight in (0.0, 50.0):
+    mean_margin, scores, margin = {}, {}, {}
+    for weight in (0.0, 0.5, 50.0):
         flow = make_flow(exported, tmp_path, policy={"margin_weight": weight, "diversity": 0.0, "frequency_cap": None})
         user = user or known_user(flow)
         items = flow.items[flow.current]
-        lists[weight] = np.mean([items.table.margin[items.index[i.item_id]] for i in ask(flow, user, k=10).items])
-    assert lists[50.0] > lists[0.0]
+        answer = ask(flow, user, k=10).items
+        margin |= {i.item_id: np.nan_to_num(items.table.margin[items.index[i.item_id]]) for i in answer}
+        mean_margin[weight] = np.mean([margin[i.item_id] for i in answer])
+        scores[weight] = {i.item_id: i.score for i in answer}
+        assert [i.score for i in answer] == sorted((i.score for i in answer), reverse=True)  # no diversity: by adjusted score
+    assert mean_margin[50.0] > mean_margin[0.0]
+    for weight in (0.5, 50.0):  # the weight adds exactly weight x margin to an item's score (responses round to 6 places)
+        common = scores[0.0].keys() & scores[weight].keys()
+        assert common or weight == 50.0
+        for item in common:
+            assert scores[weight][item] - scores[0.0][item] == pytest.approx(weight * margin[item], abs=2e-6)
 
 
 def test_ranking_failure_and_overrun_degrade_to_popularity_and_say_so(exported, tmp_path):
@@ -185,7 +204,7 @@ def test_a_broken_last_good_version_does_not_stop_serving(exported, second_versi
 def test_exploration_slot_puts_an_item_new_to_the_user_in_the_list(exported, tmp_path):
     plain = make_flow(exported, tmp_path, policy={"frequency_cap": None})
     user = known_user(plain)
-    bought = {plain.items[plain.current].table.item_ids[i] for b in plain.store._baskets[user] for i in b}
+    bought = bought_ids(plain, user)
     exploring = make_flow(exported, tmp_path, policy={"frequency_cap": None, "explore_slots": 2})
     new_items = [i for i in ask(exploring, user, k=5).items if i.item_id not in bought]
     assert len(new_items) >= 2 and all(i.reason.startswith(("similar to", "popular")) for i in new_items)
