@@ -5,7 +5,7 @@ import pytest
 from pydantic import ValidationError
 
 from hyperrec.config import DataConfig
-from hyperrec.data.sequences import make_split
+from hyperrec.data.sequences import Interactions, make_split
 from hyperrec.eval.evaluate import evaluate_model
 from hyperrec.models.baselines import TIFUKNN, make_baseline
 
@@ -48,7 +48,9 @@ def test_item_knn_scores_co_bought_items(split):
 def test_tifu_user_vector_follows_the_paper():
     model = TIFUKNN(TIFUKNN.Params(group_count=2, within_decay=0.5, group_decay=0.5, neighbors=1, alpha=1.0))
     baskets = [np.array([0]), np.array([1]), np.array([2])]  # groups [b0] and [b1, b2]
-    vector = model._user_vector(baskets, 3).toarray().ravel()
+    model.fit(Interactions(3, [baskets], [np.arange(3.0)]))
+    vector = model.user_vectors[0].toarray().ravel()
+    assert np.asarray(model.score(np.array([0])))[0].tolist() == pytest.approx(vector.tolist())  # alpha 1: the user's own vector
     # group 1 (older, 1 basket): g = b0 ; group 2: g = (0.5*b1 + b2)/2 ; u = (0.5*g1 + g2)/2
     assert vector == pytest.approx([0.25, 0.125, 0.25])
 
