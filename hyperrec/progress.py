@@ -44,6 +44,7 @@ class LineProgress:
         self.stream = stream or sys.stderr
         self.n = 0
         self.postfix = ""
+        self.printed: tuple[int, str] | None = None
         self.started = self.last = time.monotonic()
         self.closed = False
         self._print()
@@ -55,6 +56,7 @@ class LineProgress:
         rate = f", {self.n / elapsed:,.1f} {self.unit}/s" if elapsed > 0 and self.n else ""
         self.stream.write(f"{self.desc}: {done} {self.unit}{pct}{rate}, {elapsed:.0f} s{self.postfix}\n")
         self.stream.flush()
+        self.printed = (self.n, self.postfix)
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -69,7 +71,8 @@ class LineProgress:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self._print()
+            if self.printed != (self.n, self.postfix):  # unless the last line already says where it ended
+                self._print()
 
     def __iter__(self) -> Iterator:
         for item in self.iterable:

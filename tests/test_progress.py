@@ -23,6 +23,18 @@ def test_lines_in_a_log_are_throttled_and_complete(monkeypatch):
     assert "\r" not in out.getvalue()
 
 
+def test_the_end_is_not_printed_twice(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(P.time, "monotonic", lambda: now[0])
+    out = io.StringIO()
+    bar = P.LineProgress(total=2, desc="tuning", unit="point", stream=out)
+    bar.update()
+    now[0] = 10.0
+    bar.update()  # due at 10 s: the line that says 2/2
+    bar.close()
+    assert out.getvalue().splitlines() == ["tuning: 0/2 point (0%), 0 s", "tuning: 2/2 point (100%), 0.2 point/s, 10 s"]
+
+
 def test_a_log_gets_lines_and_a_terminal_gets_a_bar(monkeypatch):
     monkeypatch.setattr(P, "interactive", lambda stream=None: False)
     assert isinstance(P.progress(range(3), desc="x"), P.LineProgress)
