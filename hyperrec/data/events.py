@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -94,7 +94,11 @@ Event = Annotated[
     View | Click | AddToCart | RemoveFromCart | Purchase | Search | PriceChange | StockChange,
     Field(discriminator="event_type"),
 ]
-EVENT_TYPES = ("view", "click", "add_to_cart", "remove_from_cart", "purchase", "search", "price_change", "stock_change")
+# Each event kind's model by its `event_type` tag, read from the union above (the one list of kinds).
+MODEL_BY_TYPE: dict[str, type[_Event]] = {
+    get_args(model.model_fields["event_type"].annotation)[0]: model for model in get_args(get_args(Event)[0])
+}
+EVENT_TYPES = tuple(MODEL_BY_TYPE)
 _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
 
 # The columnar form: one row per event, absent fields missing.
@@ -116,7 +120,7 @@ EVENT_COLUMNS = (
     "channel",
     "page",
 )
-_CONTEXT_KEYS = ("device", "channel", "page")
+CONTEXT_KEYS = tuple(Context.model_fields)
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,8 @@ def normalize_events(frame: pd.DataFrame) -> pd.DataFrame:
     """Give an event table the canonical columns, order and dtypes (missing columns = missing values)."""
     out = pd.DataFrame(index=pd.RangeIndex(len(frame)))
     for col in EVENT_COLUMNS:
-        values = frame[col].to_numpy() if col in frame else np.full(len(frame), None, dtype=object)
+        # `.array` keeps string and datetime columns as they are (no round trip through Python objects).
+        values = frame[col].array if col in frame else np.full(len(frame), None, dtype=object)
         if col in STRING_COLUMNS:
             out[col] = pd.array(values, dtype="str")
         elif col == "timestamp":
@@ -203,16 +208,25 @@ def frame_to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
         record: dict[str, Any] = {}
         context: dict[str, Any] = {}
         for key, value in row.items():
-            if value is None or (not isinstance(value, str) and pd.isna(value)):
-                continue
-            if isinstance(value, pd.Timestamp):
-                value = value.to_pydatetime()
-            elif isinstance(value, np.integer):
-                value = int(value)
-            elif isinstance(value, np.floating):
-                value = float(value)
-            (context if key in _CONTEXT_KEYS else record)[key] = value
+            if not is_missing(value):
+                (context if key in CONTEXT_KEYS else record)[key] = to_python(value)
         if context:
             record["context"] = context
         records.append(record)
     return records
+
+
+def is_missing(value: Any) -> bool:
+    """A table cell that stands for an absent field (None, NaN, NaT, NA)."""
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+
+
+def to_python(value: Any) -> Any:
+    """A table cell as the plain Python value the contract's models are given."""
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value

@@ -2,7 +2,8 @@
 
 Columns are the flat event table (`EVENT_COLUMNS`: context fields `device`, `channel`, `page`
 as plain columns); absent columns are missing values. Every row is checked against the
-contract; rejected rows are reported with their row number and reason.
+contract, a whole column at a time (`event_columns`); rejected rows are reported with their row
+number and reason.
 """
 
 from __future__ import annotations
@@ -10,13 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
 from hyperrec.data.catalog import catalog_from_items, normalize_catalog
 from hyperrec.data.dataset import Dataset
-from hyperrec.data.events import EVENT_COLUMNS, events_to_frame, frame_to_records, validate_events
-
-_CHUNK = 50_000
+from hyperrec.data.event_columns import validate_frame
+from hyperrec.data.events import EVENT_COLUMNS
 
 
 class DataFileError(ValueError):
@@ -39,13 +38,10 @@ def load_event_file(path: Path, catalog_path: Path | None = None, skip_invalid: 
     unknown = sorted(set(raw.columns) - set(EVENT_COLUMNS))
     if unknown:
         raise DataFileError(f"{path}: unknown columns {unknown}; event columns are {list(EVENT_COLUMNS)}")
-    accepted, rejected = [], []
-    for start in tqdm(range(0, len(raw), _CHUNK), desc=f"validating {path.name}", unit="chunk", disable=len(raw) <= _CHUNK):
-        report = validate_events(frame_to_records(raw.iloc[start : start + _CHUNK]))
-        accepted.extend(report.accepted)
-        # Row numbers as a spreadsheet shows them for CSV (header = row 1), 0-based for Parquet.
-        offset = start + (2 if path.suffix.lower() == ".csv" else 0)
-        rejected.extend((r.index + offset, r.reason) for r in report.rejected)
+    report = validate_frame(raw)
+    # Row numbers as a spreadsheet shows them for CSV (header = row 1), 0-based for Parquet.
+    offset = 2 if path.suffix.lower() == ".csv" else 0
+    rejected = [(r.index + offset, r.reason) for r in report.rejected]
     if rejected and not skip_invalid:
         shown = "\n  ".join(f"row {row}: {reason}" for row, reason in rejected[:10])
         more = f"\n  ... and {len(rejected) - 10} more" if len(rejected) > 10 else ""
@@ -53,7 +49,7 @@ def load_event_file(path: Path, catalog_path: Path | None = None, skip_invalid: 
             f"{path}: {len(rejected)} of {len(raw)} events break the contract:\n  {shown}{more}\n"
             "Fix them, or use the valid rows only: data.skip_invalid=true in a config, --skip-invalid for `hyperrec data ingest`."
         )
-    events = events_to_frame(accepted)
+    events = report.events
     if catalog_path is not None:
         catalog = normalize_catalog(read_table(catalog_path))
         missing = set(events["item_id"].dropna()) - set(catalog["item_id"])
