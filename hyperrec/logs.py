@@ -2,30 +2,42 @@
 
 Left alone, one `hyperrec demo` prints pages a user has to scroll through: fbgemm's "Successfully
 loaded" lines and FAISS's loader lines (INFO on the root logger of every Ray worker), Ray Train's
-controller and worker INFO lines, the C++ core's `core_worker.cc ... E` lines, the warning that Ray
-enabled token authentication, and FutureWarning / UserWarning lines from the ONNX exporter. Every
-process hyperrec starts inherits this process's environment, so settings made here before Ray
-starts reach the Ray workers too; `ray_logging()` gives `ray.init` the workers' log level.
+controller and worker INFO lines, the warning that Ray enabled token authentication, and
+FutureWarning / UserWarning lines from the ONNX exporter. Every process hyperrec starts inherits
+this process's environment, so settings made here before Ray starts reach the Ray workers too;
+`ray_logging()` gives `ray.init` the workers' log level, `train_logging()` Ray Train's.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from typing import Any
 
-from hyperrec.progress import mark_driver_output
+from hyperrec.progress import PROGRESS_ENV, mark_driver_output
 
+QUIET_FLAG = "HYPERREC_QUIET"
 QUIET_ENV = {
     "RAY_AUTH_MODE": "token",  # what Ray picks for a new local cluster anyway; said explicitly, Ray does not warn about it
-    "RAY_BACKEND_LOG_LEVEL": "fatal",  # the C++ core's own log lines
     "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning,ignore::UserWarning",  # for the Ray workers
     "TORCH_LOGS": "-onnx",  # the exporter's "torchvision is not installed" lines (torch sets its loggers' levels itself)
+    QUIET_FLAG: "1",  # read by hyperrec/__init__.py in every process that imports hyperrec (Ray workers too)
 }
 QUIET_LOGGERS = ("ray", "ray.train", "ray.tune", "ray.serve", "ray.data", "faiss.loader", "torch.onnx", "onnxscript", "wandb", "httpx")
 
 _verbose = False
+
+
+def quiet_libraries() -> None:
+    """Library warnings and INFO logs off in this process. Ray workers run it when they import hyperrec,
+    before the libraries' own imports log (fbgemm and FAISS log INFO lines when they are imported)."""
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def configure(verbose: bool = False) -> None:
@@ -34,20 +46,55 @@ def configure(verbose: bool = False) -> None:
     _verbose = verbose
     mark_driver_output()
     if verbose:
+        os.environ.pop(QUIET_FLAG, None)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         return
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    for category in (FutureWarning, DeprecationWarning, UserWarning):
-        warnings.filterwarnings("ignore", category=category)
-    logging.getLogger().setLevel(logging.WARNING)
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_libraries()
 
 
 def ray_logging() -> dict[str, Any]:
-    """`ray.init` keyword arguments: the workers' Python log level (WARNING unless verbose), and no
-    per-line "(RayTrainWorker pid=...)" prefix on what they print (their progress lines)."""
+    """`ray.init` keyword arguments: the workers' Python log level (WARNING unless verbose, and then no
+    "(RayTrainWorker pid=...)" prefix on what they print: their progress lines), and this command's
+    environment for the job's workers also on a cluster that was already running (`address=auto`)."""
     import ray
 
-    return {"configure_logging": False, "logging_config": ray.LoggingConfig(encoding="TEXT", log_level="INFO" if _verbose else "WARNING")}
+    forwarded = {key: os.environ[key] for key in (*QUIET_ENV, PROGRESS_ENV) if key in os.environ}
+    if not _verbose:
+        _drop_core_lines()
+    return {
+        "configure_logging": False,
+        "logging_config": ray.LoggingConfig(encoding="TEXT", log_level="INFO" if _verbose else "WARNING"),
+        "runtime_env": {"env_vars": forwarded},
+    }
+
+
+_CORE_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+ [DIWE] \d+ \d+\] \S+\.cc:\d+: ")
+
+
+def _drop_core_lines() -> None:
+    """Ray's C++ core writes its own log lines ("[date E pid tid] core_worker.cc:...") to each worker's
+    stderr, and Ray forwards that to this process; they stay in /tmp/ray/session_*/logs but are not
+    printed. Ray has no switch for it (setting RAY_BACKEND_LOG_LEVEL makes every process log that it
+    was set), so the forwarding function (ray._private.worker.print_worker_logs, Ray 2.60) is wrapped."""
+    import ray._private.worker as worker
+
+    forward = worker.print_worker_logs
+    if getattr(forward, "drops_core_lines", False):
+        return
+
+    def print_worker_logs(data: dict, print_file: Any, ignore_prefix: bool = False) -> None:
+        lines = [line for line in data.get("lines", []) if not _CORE_LINE.match(line)]
+        if lines:
+            forward({**data, "lines": lines}, print_file, ignore_prefix)
+
+    print_worker_logs.drops_core_lines = True  # type: ignore[attr-defined]
+    worker.print_worker_logs = print_worker_logs
+
+
+def train_logging():
+    """Ray Train's own `RunConfig(logging_config=...)`: its controller's INFO lines only when verbose."""
+    import ray.train
+
+    return ray.train.LoggingConfig(log_level="INFO" if _verbose else "WARNING")
