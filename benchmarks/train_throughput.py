@@ -4,9 +4,11 @@
 
 For each model (SASRec, two-tower) and catalogue size it trains on random Zipf-distributed item
 sequences for a fixed number of steps: once in a plain single process, then through Ray Train's
-TorchTrainer with 1 and 2 CPU workers (DDP), with the same loss module the real loop uses. It
-prints examples/s, the Ray/bare ratio and peak RSS per process. SASRec uses a full softmax up to
-10k items and a sampled softmax (logQ-corrected) above; the two-tower always samples.
+TorchTrainer with 1 and 2 CPU workers (DDP), with the same loss module the real loop uses; the
+two-tower also with its TorchRec tables sharded across the workers (`train.sharded_embeddings`:
+fused row-wise Adagrad on the tables, the rest DDP). It prints examples/s, the Ray/bare ratio and
+peak RSS per process. SASRec uses a full softmax up to 10k items and a sampled softmax
+(logQ-corrected) above; the two-tower always samples. `--items 1000000` runs only the 1M rows.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from rich.console import Console
 from hyperrec.eval.report import print_table, write_table
 from hyperrec.models.sasrec import SASRecConfig
 from hyperrec.models.two_tower import TwoTowerConfig
-from hyperrec.train.loop import TrainingObjective
+from hyperrec.train.loop import TrainingObjective, unwrap
 from hyperrec.train.model_factory import TASKS
+from hyperrec.train.sharding import is_fused, shard
 
 MAX_LEN, DIM = 50, 64
 
@@ -53,7 +56,7 @@ def random_batches(kind: str, n_items: int, batch_size: int, seed: int) -> list[
 
 
 def run_steps(
-    kind: str, n_items: int, steps: int, batch_size: int, rank: int = 0, world_size: int = 1, ddp: bool = False
+    kind: str, n_items: int, steps: int, batch_size: int, rank: int = 0, world_size: int = 1, ddp: bool = False, sharded: bool = False
 ) -> dict[str, float]:
     """Train `steps` steps; returns examples/s over all workers and this process's peak RSS (MiB)."""
     torch.manual_seed(0)
@@ -71,11 +74,13 @@ def run_steps(
         else TwoTowerConfig(dim=DIM, max_len=MAX_LEN, n_sampled_negatives=1024)
     )
     objective: torch.nn.Module = TrainingObjective(TASKS[kind].build(params, catalog), kind)
-    if ddp:
+    if sharded:
+        objective = shard(objective, 1e-3, torch.device("cpu"))
+    elif ddp:
         import ray.train.torch
 
         objective = ray.train.torch.prepare_model(objective)
-    optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-3)
+    optimizer = torch.optim.AdamW([p for p in unwrap(objective).parameters() if not is_fused(p)], lr=1e-3)
     log_q = zipf_log_q(n_items)
     batches = random_batches(kind, n_items, batch_size, rank)
     started = None
@@ -102,6 +107,7 @@ def ray_worker(config: dict) -> None:
         context.get_world_rank(),
         context.get_world_size(),
         ddp=context.get_world_size() > 1,
+        sharded=config["sharded"],
     )
     # Ray Train keeps a result's metrics only when they come with a checkpoint.
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,13 +115,13 @@ def ray_worker(config: dict) -> None:
         ray.train.report(result, checkpoint=ray.train.Checkpoint.from_directory(tmp) if context.get_world_rank() == 0 else None)
 
 
-def run_on_ray(kind: str, n_items: int, steps: int, batch_size: int, workers: int) -> dict[str, float]:
+def run_on_ray(kind: str, n_items: int, steps: int, batch_size: int, workers: int, sharded: bool = False) -> dict[str, float]:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     trainer = TorchTrainer(
         ray_worker,
-        train_loop_config={"kind": kind, "n_items": n_items, "steps": steps, "batch_size": batch_size},
+        train_loop_config={"kind": kind, "n_items": n_items, "steps": steps, "batch_size": batch_size, "sharded": sharded},
         scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(storage_path="/tmp/hyperrec-bench", name=f"bench-{kind}-{n_items}-{workers}-{time.time_ns()}"),
     )
@@ -152,13 +158,13 @@ def main() -> None:
                     "peak RSS MiB/process": round(bare["peak_mib"]),
                 }
             )
-            for workers in args.workers:
-                on_ray = run_on_ray(kind, n_items, args.steps, args.batch_size, workers)
+            for workers, sharded in [(w, s) for s in (False, True) for w in args.workers if kind == "two_tower" or not s]:
+                on_ray = run_on_ray(kind, n_items, args.steps, args.batch_size, workers, sharded)
                 rows.append(
                     {
                         "model": kind,
                         "items": n_items,
-                        "runner": f"Ray Train x{workers}",
+                        "runner": f"Ray Train x{workers}" + (" sharded" if sharded else ""),
                         "examples/s": round(on_ray["per_s"]),
                         "vs bare": round(on_ray["per_s"] / bare["per_s"], 2),
                         "peak RSS MiB/process": round(on_ray["peak_mib"]),

@@ -136,6 +136,11 @@ class TrainConfig(StrictModel):
     patience: int = Field(3, ge=1, description="epochs without a better validation metric before stopping")
     monitor: str = "recall@10"
     num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP across them)")
+    sharded_embeddings: bool = Field(
+        False,
+        description="two_tower: TorchRec shards its ID and category tables across the workers, updated only where a step"
+        " touched them (fused row-wise Adagrad at `lr`); the rest stays DDP",
+    )
     use_gpu: bool = False
     resources_per_worker: dict[str, float] = {"CPU": 1}
     bf16: bool = Field(False, description="bf16 autocast (GPU)")

@@ -4,9 +4,10 @@ Read top to bottom: config, item features, item tower, user tower, the model and
 
 - Items are rows 1..n_items of every item table; row 0 is padding (the catalog's row i is item row
   i + 1). An item is its ID embedding plus content: category, price bucket and, optionally, a text
-  vector. The ID and category tables live in a TorchRec `EmbeddingBagCollection`, so on GPUs
-  TorchRec's planner can shard large tables; on one CPU the collection runs unsharded, as plain
-  `nn.EmbeddingBag`s.
+  vector. The ID and category tables live in a TorchRec `EmbeddingBagCollection`: with
+  `train.sharded_embeddings` the training package shards it across the workers (TorchRec's planner,
+  a fused optimizer that updates only the rows a step looked up); otherwise it runs unsharded, as
+  plain `nn.EmbeddingBag`s. Either way the state dict holds the full tables.
 - Cold start. ID embeddings start at zero and, during training, each item's ID is dropped with
   probability `id_dropout` (an empty bag pools to zero), so the content path alone learns to place
   items. An item whose ID row was never trained therefore still has a zero ID embedding: its full

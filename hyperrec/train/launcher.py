@@ -1,4 +1,5 @@
-"""`hyperrec train CONFIG`: the training loop on Ray Train's TorchTrainer (DDP across workers)."""
+"""`hyperrec train CONFIG`: the training loop on Ray Train's TorchTrainer (DDP across workers; with
+`train.sharded_embeddings`, TorchRec shards the embedding tables across them)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ray.train.torch import TorchTrainer
 
 from hyperrec.config import ExperimentConfig
 from hyperrec.train.loop import CHECKPOINT_FILE, train_loop
+from hyperrec.train.sharding import check_config
 from hyperrec.train.tracking import RECORD_FILE
 
 RAY_DIR = "ray"  # inside a run directory: Ray Train's checkpoints
@@ -57,6 +59,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 def run_training(config: ExperimentConfig, resume: Path | None = None) -> dict[str, Any]:
     """Train on Ray; returns the run record (also in `<run_dir>/record.json`)."""
     tc = config.train
+    check_config(config)
     if resume is not None:
         run_dir = resume.resolve()
         resume_from = latest_checkpoint(run_dir)

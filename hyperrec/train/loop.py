@@ -1,7 +1,9 @@
 """The one training function: next-item training of a sequence model with early stopping.
 
 It runs as a Ray Train worker (`TorchTrainer`, DDP across workers) for `hyperrec train` and as
-a Ray Tune trial for `hyperrec sweep`; a `Reporter` hides the difference. Each epoch it trains,
+a Ray Tune trial for `hyperrec sweep`; a `Reporter` hides the difference. With
+`train.sharded_embeddings` TorchRec shards the model's embedding tables across the workers
+(hyperrec/train/sharding.py) and the loop evaluates and saves a plain twin with the full weights. Each epoch it trains,
 evaluates full-ranking on the validation task, reports metrics and a checkpoint (model,
 optimizer, epoch, best model so far). Data order and dropout are seeded per epoch, so a run
 resumed from a checkpoint takes exactly the steps the uninterrupted run would have taken.
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -24,6 +27,7 @@ from hyperrec.data.sequences import Split, make_split
 from hyperrec.data.sources import load_dataset
 from hyperrec.eval.evaluate import Evaluation, evaluate_model
 from hyperrec.train.model_factory import TASKS, build_model, item_log_q, model_config
+from hyperrec.train.sharding import full_state, fused_optimizer, is_fused, load_full_state, shard
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -83,17 +87,30 @@ def evaluate_trained_model(model: nn.Module, split: Split, task_name: str, confi
     return evaluate_model(recommender, task, config.eval.ks, config.eval.list_length, new_item_lists=task_name == "test")
 
 
-def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState) -> None:
+def save_checkpoint(
+    directory: Path,
+    weights: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    embedding_optimizer: dict[str, Any] | None,
+    state: TrainingState,
+) -> None:
+    """`weights` and `embedding_optimizer` (the sharded tables' fused optimizer) are full, unsharded states."""
     torch.save(
-        {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "state": state.__dict__}, directory / CHECKPOINT_FILE
+        {"model": weights, "optimizer": optimizer.state_dict(), "embedding_optimizer": embedding_optimizer, "state": state.__dict__},
+        directory / CHECKPOINT_FILE,
     )
 
 
-def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> TrainingState:
+def load_checkpoint(
+    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, embedding_optimizer: Any | None = None
+) -> TrainingState:
+    """Into a plain, DDP or sharded model (every rank calls it); `embedding_optimizer`: a sharded model's fused one."""
     saved = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
-    unwrap(model).load_state_dict(saved["model"])
+    load_full_state(unwrap(model), saved["model"])
     if optimizer is not None:
         optimizer.load_state_dict(saved["optimizer"])
+    if embedding_optimizer is not None and saved.get("embedding_optimizer") is not None:
+        load_full_state(embedding_optimizer, saved["embedding_optimizer"])
     return TrainingState(**saved["state"])
 
 
@@ -129,8 +146,8 @@ def train_one_epoch(
             loss = objective(tensors, log_q)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if tc.grad_clip is not None:
-            nn.utils.clip_grad_norm_(objective.parameters(), tc.grad_clip)
+        if tc.grad_clip is not None:  # the dense parameters: sharded tables were updated in the backward pass
+            nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], tc.grad_clip)
         optimizer.step()
         total += loss.detach().item()
         if bar is not None:
@@ -153,26 +170,32 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
     examples = TASKS[config.model.kind].examples(split.valid.history, model_config(config))
     log_q = item_log_q(split.valid.history)
     device = _device(config)
+    # `model` is what is evaluated and saved: the trained module itself, or with sharded tables a
+    # plain twin that takes the full weights after every epoch (training starts from its weights).
     model = build_model(config, dataset.catalog).to(device)
-    objective = _prepare(TrainingObjective(model, config.model.kind), config)
-    optimizer = torch.optim.AdamW(_param_groups(model, config))
+    objective = _prepare(model, config, dataset.catalog, device)
+    optimizer = torch.optim.AdamW(_param_groups(unwrap(objective), config))
+    embedding_optimizer = fused_optimizer(objective)
     state = TrainingState(history=[])
     restored = reporter.restored_checkpoint() or resume_from
     if restored is not None:
-        state = load_checkpoint(Path(restored), objective, optimizer)
+        state = load_checkpoint(Path(restored), objective, optimizer, embedding_optimizer)
     tracker = RunTracker(config, run_dir, split, dataset.fingerprint()) if reporter.rank == 0 else None
     log_q = log_q.to(device)
     while not training_done(state, config):
         started = time.perf_counter()
         loss, seen = train_one_epoch(objective, optimizer, examples, log_q, config, state.epoch, reporter, device)
         train_seconds = time.perf_counter() - started
+        weights = full_state(unwrap(objective).state_dict(), device)  # every rank: it gathers sharded tables
+        if config.train.sharded_embeddings:
+            model.load_state_dict(weights)
         # Every rank evaluates (the same data, the same weights) so all take the same early-stopping decision.
-        valid = evaluate_trained_model(objective, split, "valid", config, device).summary
+        valid = evaluate_trained_model(model, split, "valid", config, device).summary
         state.epoch += 1
         metric = valid[config.train.monitor]
         if metric > state.best_metric:
             state.best_metric, state.best_epoch, state.bad_epochs = metric, state.epoch, 0
-            state.best_model = {k: v.detach().cpu().clone() for k, v in unwrap(objective).state_dict().items()}
+            state.best_model = {k: v.detach().cpu().clone() for k, v in weights.items()}
         else:
             state.bad_epochs += 1
         metrics = {
@@ -186,24 +209,24 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
         finished = training_done(state, config)
         if tracker is not None:
             tracker.log_epoch(metrics)
+        embedding_state = full_state(embedding_optimizer.state_dict(), device) if embedding_optimizer is not None else None
         with tempfile.TemporaryDirectory() as tmp:
             if reporter.rank == 0:
-                save_checkpoint(Path(tmp), objective, optimizer, state)
+                save_checkpoint(Path(tmp), weights, optimizer, embedding_state, state)
             if finished and tracker is not None:  # before the last report: a Tune scheduler may stop the trial at it
-                unwrap(objective).load_state_dict(state.best_model)
-                tracker.finish(
-                    unwrap(objective), evaluate_trained_model(objective, split, "test", config, device), state.history, state.best_epoch
-                )
+                model.load_state_dict(state.best_model)
+                tracker.finish(model, evaluate_trained_model(model, split, "test", config, device), state.history, state.best_epoch)
             reporter.report({**metrics, "best_" + config.train.monitor: state.best_metric}, Path(tmp) if reporter.rank == 0 else None)
     return state
 
 
 def _param_groups(model: nn.Module, config: ExperimentConfig) -> list[dict[str, Any]]:
-    """The model's own optimizer groups when it has some (SASRec's repeat head), else one group."""
+    """The model's own optimizer groups when it has some (SASRec's repeat head), else one group of
+    every parameter that no fused optimizer updates in the backward pass (sharded tables)."""
     lr, weight_decay = config.train.lr, config.train.weight_decay
     if hasattr(model, "param_groups"):
         return model.param_groups(lr, weight_decay)
-    return [{"params": list(model.parameters()), "lr": lr, "weight_decay": weight_decay}]
+    return [{"params": [p for p in model.parameters() if not is_fused(p)], "lr": lr, "weight_decay": weight_decay}]
 
 
 def _device(config: ExperimentConfig) -> torch.device:
@@ -214,8 +237,15 @@ def _device(config: ExperimentConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def _prepare(objective: nn.Module, config: ExperimentConfig) -> nn.Module:
-    """DDP-wrap when several Ray Train workers share the work; plain module otherwise."""
+def _prepare(model: nn.Module, config: ExperimentConfig, catalog: pd.DataFrame, device: torch.device) -> nn.Module:
+    """The objective to train: with `sharded_embeddings`, a copy of `model` whose TorchRec tables are
+    sharded across the workers (the rest DDP), starting from `model`'s weights; else `model`,
+    DDP-wrapped when several Ray Train workers share the work."""
+    if config.train.sharded_embeddings:
+        objective = shard(TrainingObjective(build_model(config, catalog).to(device), config.model.kind), config.train.lr, device)
+        load_full_state(unwrap(objective), model.state_dict())
+        return objective
+    objective = TrainingObjective(model, config.model.kind)
     if config.train.num_workers > 1:
         import ray.train.torch
 
