@@ -189,6 +189,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     run_bench(config, args.items, numbers(args.rates), args.seconds, sizes, args.size_rate, args.out, args.registry_root, _console())
 
 
+def cmd_experiment_analyze(args: argparse.Namespace) -> None:
+    from hyperrec.experiment.analyze import analyze, print_analysis
+
+    print_analysis(analyze(args.logs, args.name, args.out, args.config, args.metric, args.pre_days), args.name, _console())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperrec", description=__doc__)
     parser.add_argument("--verbose", action="store_true", help="also print the libraries' own logs (Ray, TorchRec, FAISS, ONNX)")
@@ -272,6 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="serve YAML to benchmark (defaults otherwise)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="serve settings, e.g. ranking.max_batch_size=64")
     p.set_defaults(func=cmd_bench)
+
+    experiment = commands.add_parser("experiment", help="A/B experiments").add_subparsers(dest="experiment_command", required=True)
+    p = experiment.add_parser("analyze", help="an experiment's logs: per-arm metrics, differences with intervals, CUPED, SRM, stop rule")
+    p.add_argument("name", help="the experiment (a folder of exposure and outcome Parquet under --logs)")
+    p.add_argument("--logs", type=Path, default=Path("experiments/logs"))
+    p.add_argument("--config", type=Path, help="experiment YAML (default: experiment.yaml next to the logs)")
+    p.add_argument("--metric", choices=["revenue", "margin"], default="revenue", help="per-unit metric of CUPED and the stop rule")
+    p.add_argument("--pre-days", type=float, default=14.0, help="days before the start that give CUPED's covariate")
+    p.add_argument("--out", type=Path, default=Path("experiments/results/experiments"))
+    p.set_defaults(func=cmd_experiment_analyze)
 
     p = commands.add_parser("demo", help="Instacart: baselines, a short SASRec run, export, the endpoint and an example request")
     p.add_argument("--port", type=int, default=8000)
