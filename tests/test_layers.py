@@ -15,6 +15,7 @@ FORBIDDEN = {
     "serve": {"train", "eval", "export", "bench"},
     "eval": {"export", "serve", "bench"},
     "train": {"export", "serve", "bench"},
+    "experiment": {"train", "export", "serve", "bench", "models", "bundle"},  # it reads logs only
 }
 
 
