@@ -2,9 +2,9 @@
 
 The offline pipeline (hyperrec/models/pipeline.py) ranks with features that need the whole user
 population (neighbours, co-occurrence, refitted retrievers); serving has a few milliseconds and
-one user's recent baskets. These are the features of the served ranker. Export trains that
-ranker on exactly this function's output, and serving calls the same function, so there is no
-train/serve skew.
+one user's recent baskets (summarized once per state: `UserState.history`). These are the features
+of the served ranker. Export trains that ranker on exactly this function's output, and serving
+calls the same function, so there is no train/serve skew.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hyperrec.bundle.user_state import UserState
+from hyperrec.bundle.user_state import DECAYS, UserState
 from hyperrec.data.catalog import UNKNOWN_CATEGORY
 from hyperrec.data.sequences import Interactions
 from hyperrec.models.features import summarize
@@ -131,20 +131,22 @@ def candidate_features(
 ) -> np.ndarray:
     """(len(items), len(FEATURE_NAMES)) float32. `ann_rank` = rank in the ANN result, -1 if not retrieved by it."""
     n = len(items)
-    bought, counts, ago = state.item_counts()
+    history = state.history()
+    at, hit = history.lookup(items)
     count = np.zeros(n)
     last_ago = np.full(n, np.inf)
-    if len(bought):
-        at = np.minimum(np.searchsorted(bought, items), len(bought) - 1)
-        hit = bought[at] == items
-        count[hit] = counts[at[hit]]
-        last_ago[hit] = ago[at[hit]]
+    decayed = {decay: np.zeros(n) for decay in DECAYS}
+    if len(history.items):
+        count[hit] = history.counts[at[hit]]
+        last_ago[hit] = history.last_ago[at[hit]]
+        for decay in DECAYS:
+            decayed[decay][hit] = history.decayed[decay][at[hit]]
     n_baskets = max(state.n_baskets, 1)
     category_share = np.zeros(n)
-    if len(bought) and columns.has_categories:
-        user_categories = np.bincount(table.category[bought], weights=counts, minlength=columns.n_categories)
+    if len(history.items) and columns.has_categories:
+        user_categories = np.bincount(table.category[history.items], weights=history.counts, minlength=columns.n_categories)
         user_categories[0] = 0.0  # "unknown" is not a taste
-        category_share = user_categories[table.category[items]] / max(counts.sum(), 1)
+        category_share = user_categories[table.category[items]] / max(history.counts.sum(), 1)
     columns = (
         ann_score,
         np.where(ann_rank >= 0, 1.0 / (1.0 + np.maximum(ann_rank, 0)), 0.0),
@@ -152,8 +154,8 @@ def candidate_features(
         count / n_baskets,
         np.where(np.isfinite(last_ago), 1.0 / (1.0 + last_ago), 0.0),
         (last_ago == 0).astype(np.float64),
-        state.decayed_counts(items, 0.8),
-        state.decayed_counts(items, 0.5),
+        decayed[0.8],
+        decayed[0.5],
         columns.log_popularity[items],
         columns.inv_rank[items],
         table.trend[items],

@@ -5,12 +5,13 @@ The flow does not know whether its stages run in this process (`LocalStages`: th
 their own (`hyperrec/serve/app.py`): it awaits them through the `Stages` interface. Every stage
 call has a time budget. A ranking overrun or error falls back to the last-good version's ranker,
 then to popularity; a retrieval or online-store failure to popularity. The response says which
-path served it and why.
+path served it and why, and how long each stage took (`stage_ms`, the server's own timers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import uuid
@@ -74,6 +75,10 @@ class LocalStages:
         await self.ranking.faults.check("ranking", version)
         return (await self._run(self.ranking.score_many, version, [features]))[0]
 
+    def close(self) -> None:
+        """Stop the worker thread (after the requests queued on it)."""
+        self.worker.shutdown()
+
 
 class VersionItems:
     """What the flow itself needs of a version: its item table, id lookup and policy."""
@@ -120,6 +125,10 @@ class RecommendFlow:
                 logger.warning(self.fallback_error)
         if self.config.store.seed_users:
             self.store.seed(self.registry.bundle(version).user_baskets())
+        # The bundles and the seeded histories live as long as the server: out of the collector's
+        # way, a full collection no longer walks them (a pause of its own in the middle of a request).
+        gc.collect()
+        gc.freeze()
 
     async def swap(self, spec: str) -> str:
         """Load a version into every stage, then switch to it; requests in flight finish on the old one."""
@@ -152,6 +161,7 @@ class RecommendFlow:
         items = self.items[version]
         excluded = np.array([items.index[i] for i in request.exclude if i in items.index], np.int64)
         degraded: list[str] = []
+        timer = StageTimer(started)
         try:
             state = self.store.users([request.user_id])[0]
             out_of_stock = np.fromiter(self.store.out_of_stock(), np.int64)
@@ -159,12 +169,16 @@ class RecommendFlow:
         except Exception as exc:  # the store is down: answer without personal data
             degraded.append(f"online store: {type(exc).__name__}: {exc}"[:300])
             state, out_of_stock, prices = None, np.empty(0, np.int64), {}
+        timer.lap("online_store")
         picks: list[Pick] | None = None
         served_by, served_version = "popularity", version
         blocked = np.concatenate([out_of_stock, excluded])
         if state is not None and state.baskets:  # nothing bought yet: nothing to personalize on
             try:
-                candidates = await self._candidates(version, request, state, out_of_stock, prices)
+                candidates, hit = await self._candidates(version, request, state, out_of_stock, prices)
+                timer.lap("retrieval")
+                if not hit:
+                    timer.ms.update(candidates.stage_ms)
                 candidates = _drop(candidates, blocked)
                 for attempt in dict.fromkeys([version, self.last_good]):
                     if attempt is None:
@@ -175,12 +189,16 @@ class RecommendFlow:
                         )
                     except StageFailed as failure:
                         degraded.append(str(failure))
+                        timer.lap("ranker")
                         continue
+                    timer.lap("ranker")
                     picks = items.policy.select(candidates, scores, state, request.k)
+                    timer.lap("policy")
                     served_by, served_version = ("ranker" if attempt == version else "last_good"), attempt
                     break
             except StageFailed as failure:
                 degraded.append(str(failure))
+                timer.lap("retrieval")
         if picks is None:
             picks = popular_picks(items.table, items.popular_in_stock, blocked, request.k)
         elif len(picks) < request.k:
@@ -190,19 +208,23 @@ class RecommendFlow:
             self.store.add_shown(request.user_id, [p.item for p in picks])
         except Exception as exc:  # a lost impression count must not fail the answer
             logger.warning("online store: impressions of %s not recorded: %s", request.user_id, exc)
+        answer = [{"item_id": items.table.item_ids[p.item], "score": round(p.score, 6), "reason": p.reason} for p in picks]
+        timer.lap("response")
         return RecommendResponse(
             user_id=request.user_id,
-            items=[{"item_id": items.table.item_ids[p.item], "score": round(p.score, 6), "reason": p.reason} for p in picks],
+            items=answer,
             model_version=served_version,
             served_by=served_by,
             degraded=degraded,
             trace_id=uuid.uuid4().hex[:16],
             latency_ms=round(1000 * (time.perf_counter() - started), 3),
+            stage_ms={name: round(ms, 4) for name, ms in timer.ms.items()},
         )
 
     async def _candidates(
         self, version: str, request: RecommendRequest, state: UserState, out_of_stock: np.ndarray, prices: dict[int, float]
-    ) -> Candidates:
+    ) -> tuple[Candidates, bool]:
+        """The user's candidates, and whether they came from the cache."""
         now = time.time()
         context = context_arrays([request.context.model_dump()], np.array([now]))
         last = state.baskets[-1] if state.baskets else np.empty(0, np.int64)
@@ -217,11 +239,11 @@ class RecommendFlow:
         )
         cached = self.cache.get(request.user_id, key)
         if cached is not None:
-            return cached
+            return cached, True
         call = self.stages.candidates(version, [state], context, out_of_stock, prices)
         candidates = (await self._stage(call, self.config.budgets.retrieval_ms, f"retrieval {version}"))[0]
         self.cache.put(request.user_id, key, candidates)
-        return candidates
+        return candidates, False
 
     @staticmethod
     async def _stage(call: Any, budget_ms: float, name: str) -> Any:
@@ -266,6 +288,19 @@ class RecommendFlow:
             self.store.add_purchase(user, order, unique_in_order(bought))
         rejected = [{"index": r.index, "reason": r.reason} for r in report.rejected]
         return EventsResponse(accepted=len(report.accepted), rejected=rejected, unknown_items=unknown)
+
+
+class StageTimer:
+    """Milliseconds per stage of one request, each lap from the end of the previous one."""
+
+    def __init__(self, started: float):
+        self.last = started
+        self.ms: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.ms[stage] = self.ms.get(stage, 0.0) + 1000 * (now - self.last)
+        self.last = now
 
 
 async def _awaited(call: Any) -> Any:

@@ -42,7 +42,8 @@ class Policy:
         adjusted = np.asarray(scores, np.float64) + c.margin_weight * self.margin[items]
         capped = np.zeros(len(items), bool)
         if c.frequency_cap is not None and state.shown:
-            capped = np.array([state.shown.get(int(i), 0) >= c.frequency_cap for i in items])
+            held = [item for item, times in state.shown.items() if times >= c.frequency_cap]  # the user's impressions, not the history
+            capped = np.isin(items, np.array(held, np.int64))
         order = self._mmr(items, adjusted, capped, k)
         if c.explore_slots:
             picked = set(order)
@@ -57,10 +58,8 @@ class Policy:
                         explorable[i] = room.get(category, c.max_per_category) > 0
                         room[category] = room.get(category, c.max_per_category) - 1
             order = list(reserve_explore_slots(np.array(order + rest), explorable, c.explore_slots, k)[:k])
-        recent = self._recent_items(state)
-        return [
-            Pick(int(items[i]), float(adjusted[i]), self._reason(int(items[i]), bool(candidates.repeat[i]), state, recent)) for i in order
-        ]
+        reasons = self._reasons(items[order], candidates.repeat[order], state)
+        return [Pick(int(items[i]), float(adjusted[i]), reason) for i, reason in zip(order, reasons, strict=True)]
 
     def _mmr(self, items: np.ndarray, scores: np.ndarray, capped: np.ndarray, k: int) -> list[int]:
         """Greedy MMR over candidate positions; capped candidates come only after all others."""
@@ -92,20 +91,30 @@ class Policy:
 
     @staticmethod
     def _recent_items(state: UserState) -> np.ndarray:
-        if not state.baskets:
-            return np.empty(0, np.int64)
-        recent = np.concatenate(state.baskets)[::-1]
+        """The user's last RECENT_FOR_REASONS distinct items, most recent first."""
+        recent = state.history().flat[::-1]
         _, first = np.unique(recent, return_index=True)
         return recent[np.sort(first)][:RECENT_FOR_REASONS]
 
-    def _reason(self, item: int, repeat: bool, state: UserState, recent: np.ndarray) -> str:
-        if repeat:
-            times = sum(int(item in basket) for basket in state.baskets)
-            return "you buy this often" if times >= 2 else "you bought this before"
+    def _reasons(self, items: np.ndarray, repeat: np.ndarray, state: UserState) -> list[str]:
+        """Why each of `items` is in the list: bought in two baskets or more, bought once, like a recent item, or popular."""
+        history = state.history()
+        at, hit = history.lookup(items)
+        baskets = np.where(hit, history.baskets[at] if len(history.items) else 0, 0)
+        recent = self._recent_items(state)
         if len(recent):
-            anchor = recent[int(np.argmax(self.unit_vectors[recent] @ self.unit_vectors[item]))]
-            return f"similar to {self.table.item_ids[anchor]}"
-        return "popular right now"
+            vectors = self.unit_vectors[recent]
+            # one product per explained item, as vectors @ item: the same float32 sums, so the same argmax on near ties
+            anchors = {int(i): recent[int(np.argmax(vectors @ self.unit_vectors[i]))] for i in items[~repeat]}
+        reasons = []
+        for item, bought, times in zip(items.tolist(), repeat.tolist(), baskets.tolist()):
+            if bought:
+                reasons.append("you buy this often" if times >= 2 else "you bought this before")
+            elif len(recent):
+                reasons.append(f"similar to {self.table.item_ids[anchors[item]]}")
+            else:
+                reasons.append("popular right now")
+        return reasons
 
 
 def popular_picks(table: ItemTable, popular_in_stock: np.ndarray, blocked: np.ndarray, k: int) -> list[Pick]:
