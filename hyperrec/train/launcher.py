@@ -14,6 +14,7 @@ from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from hyperrec.config import ExperimentConfig
+from hyperrec.logs import ray_logging, train_logging
 from hyperrec.train.loop import CHECKPOINT_FILE, train_loop
 from hyperrec.train.sharding import check_config
 from hyperrec.train.tracking import RECORD_FILE
@@ -53,7 +54,7 @@ def latest_checkpoint(run_dir: Path) -> Path:
 def ensure_ray(num_cpus: int | None = None) -> None:
     if not ray.is_initialized():
         # The dashboard serves the State API that Ray Train's controller polls; without it, it warns every few seconds.
-        ray.init(num_cpus=num_cpus, configure_logging=False)
+        ray.init(num_cpus=num_cpus, **ray_logging())
 
 
 def run_training(config: ExperimentConfig, resume: Path | None = None) -> dict[str, Any]:
@@ -77,7 +78,10 @@ def run_training(config: ExperimentConfig, resume: Path | None = None) -> dict[s
         },
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu, resources_per_worker=tc.resources_per_worker),
         run_config=RunConfig(
-            name=time.strftime("%Y%m%d-%H%M%S"), storage_path=str(run_dir / RAY_DIR), checkpoint_config=CheckpointConfig(num_to_keep=2)
+            name=time.strftime("%Y%m%d-%H%M%S"),
+            storage_path=str(run_dir / RAY_DIR),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            logging_config=train_logging(),
         ),
     )
     trainer.fit()

@@ -26,6 +26,7 @@ from hyperrec.config import ExperimentConfig
 from hyperrec.data.sequences import Split, make_split
 from hyperrec.data.sources import load_dataset
 from hyperrec.eval.evaluate import Evaluation, evaluate_model
+from hyperrec.progress import worker_progress
 from hyperrec.train.model_factory import TASKS, build_model, item_log_q, model_config
 from hyperrec.train.sharding import full_state, fused_optimizer, is_fused, load_full_state, shard
 
@@ -135,9 +136,7 @@ def train_one_epoch(
     objective.train()
     total, bar = 0.0, None
     if tc.progress and reporter.rank == 0:
-        from ray.experimental.tqdm_ray import tqdm  # bars that render in the driver's terminal
-
-        bar = tqdm(desc=f"epoch {epoch + 1}/{tc.epochs}", total=n_steps)
+        bar = worker_progress(n_steps, f"epoch {epoch + 1}/{tc.epochs}")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16)
     for step in range(n_steps):
         batch = order[step * tc.batch_size : (step + 1) * tc.batch_size]

@@ -1,0 +1,41 @@
+"""`hyperrec train` as a user runs it, output to a log (not a terminal): what it prints is the progress,
+the table and the run, not the libraries' logs. It joins the test session's Ray cluster (`RAY_ADDRESS`,
+as on a cluster started with `ray start`), so the job's workers get the command's settings from its
+runtime environment, not from the environment the cluster was started with."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import tiny_training_config
+
+NOISE = ("Successfully loaded", "Loading faiss", "core_worker.cc", "Token authentication", "Warning", "Requesting resources", "pid=")
+
+
+def test_train_in_a_log_prints_progress_lines_and_results_without_library_noise(ray_cluster, tmp_path):
+    import ray
+
+    config = tiny_training_config(tmp_path, progress=True, epochs=1)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "HYPERREC_", "PYTHONWARNINGS", "TORCH_LOGS"))}
+    env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("hyperrec")), "train", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert not [line for line in lines if any(noise in line for noise in NOISE)], output
+    assert any(line.startswith("epoch 1/1: ") for line in lines), output
+    assert "\r" not in output  # no bar redrawn into a log
+    assert any(line.startswith("run tiny_sasrec-") for line in lines), output
+    assert len(lines) < 40, output
