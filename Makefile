@@ -6,12 +6,17 @@ STAMP := $(VENV)/.installed
 # The Triton sidecar (hyperrec/serve/triton_sidecar.py) runs in a venv of its own: nvidia-pytriton needs numpy<2.
 TRITON_VENV := .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.installed
+# schemathesis (OpenAPI fuzzing: tests/serve/test_openapi_fuzz.py, benchmarks/fuzz.py) in a venv of its own.
+SCHEMATHESIS_VENV := .venv-schemathesis
+SCHEMATHESIS_STAMP := $(SCHEMATHESIS_VENV)/.installed
 
-.PHONY: setup triton-setup lint format test demo demo-ci bench clean
+.PHONY: setup triton-setup schemathesis-setup lint format test demo demo-ci bench clean
 
-setup: $(STAMP) $(TRITON_STAMP)
+setup: $(STAMP) $(TRITON_STAMP) $(SCHEMATHESIS_STAMP)
 
 triton-setup: $(TRITON_STAMP)
+
+schemathesis-setup: $(SCHEMATHESIS_STAMP)
 
 $(STAMP): pyproject.toml requirements/nodeps.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (hyperrec needs Python 3.11; set PYTHON=...)"; exit 1; }
@@ -27,6 +32,14 @@ $(TRITON_STAMP): requirements/triton.txt
 	$(TRITON_VENV)/bin/pip install --quiet --upgrade pip
 	$(TRITON_VENV)/bin/pip install --quiet -r requirements/triton.txt
 	touch $(TRITON_STAMP)
+
+$(SCHEMATHESIS_STAMP): requirements/schemathesis.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (schemathesis is installed with it; set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(SCHEMATHESIS_VENV)
+	echo '*' > $(SCHEMATHESIS_VENV)/.gitignore
+	$(SCHEMATHESIS_VENV)/bin/pip install --quiet --upgrade pip
+	$(SCHEMATHESIS_VENV)/bin/pip install --quiet -r requirements/schemathesis.txt
+	touch $(SCHEMATHESIS_STAMP)
 
 # ruff (lint + format check), configured in pyproject.toml; `make format` rewrites the files.
 lint: $(STAMP)

@@ -6,39 +6,169 @@
     POST /admin/model {version}                         -> hot swap (all replicas load, then switch)
     POST /admin/faults {stage, mode, delay_ms}          -> only with `fault_injection: true`
 
+Admin calls need `Authorization: Bearer <token>` (the token from the environment variable
+`admin.token_env`); stock and price events the catalog or the admin token (see AdminConfig).
+Every error answer has a declared status and body (ErrorBody; every 422 a ValidationErrorBody
+naming the field), and the OpenAPI document carries this server's own bounds (max_k,
+max_events) and the event contract, so a request the document allows is answered with a 2xx.
+
 The ingress owns the request flow (hyperrec/serve/flow.py) and the online store. With
 `topology: single` (the default) the two model stages run inside the ingress replica; with
 `topology: deployments` they are deployments of their own that scale on their own, and ranking
 calls from concurrent requests are scored together by `@serve.batch`.
 """
 
+import hmac
+import json
+import os
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi import Body, Depends, FastAPI, HTTPException, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import TypeAdapter, ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from hyperrec.data.events import EVENT_TYPES, MODEL_BY_TYPE, Event
 from hyperrec.registry import Registry, RegistryError
-from hyperrec.serve.config import ServeConfig
+from hyperrec.serve.config import AdminConfig, ServeConfig
 from hyperrec.serve.flow import LocalStages, RecommendFlow
 from hyperrec.serve.metrics import ServeMetrics
 from hyperrec.serve.online_store import MemoryStore, OnlineStore
-from hyperrec.serve.schemas import EventsResponse, FaultRequest, RecommendRequest, RecommendResponse, SwapRequest
+from hyperrec.serve.schemas import (
+    ErrorBody,
+    EventsResponse,
+    FaultRequest,
+    FaultResponse,
+    Health,
+    Problem,
+    Readiness,
+    RecommendRequest,
+    RecommendResponse,
+    RejectedEvent,
+    SwapRequest,
+    SwapResponse,
+    ValidationErrorBody,
+)
 from hyperrec.serve.stages import RankingStage, RetrievalStage
 
 QUIET_LOGS = {"log_level": "WARNING", "enable_access_log": False}  # a log line per request costs more than the request
+CATALOG_EVENTS = ("stock_change", "price_change")  # sent by the shop's systems, not by shoppers: they need a token
 api = FastAPI(title="hyperrec", description="Personalized recommendations: retrieval, ranking and business policy.", version="0.1.0")
+bearer = HTTPBearer(
+    scheme_name="bearer", auto_error=False, description="the admin token, or for stock and price events the catalog token (AdminConfig)"
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+
+
+def _error(status: int, description: str, model: type[ErrorBody] = ErrorBody) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": model, "description": description}}
+
+
+BAD_BODY = _error(400, "the body is not readable (not UTF-8, not JSON)") | _error(422, "invalid request", ValidationErrorBody)
+NEEDS_TOKEN = _error(401, "no bearer token") | _error(403, "wrong token")
+ADMIN = NEEDS_TOKEN | _error(404, "admin calls are off: no admin token is set")
+
+
+def invalid(problems: list[Problem], detail: str = "invalid request") -> JSONResponse:
+    """The one 422 answer: what was wrong, field by field."""
+    return JSONResponse(status_code=422, content=ValidationErrorBody(detail=detail, problems=problems).model_dump())
 
 
 @api.exception_handler(RequestValidationError)
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 with one readable line per problem, naming the field (`body.k`, `body.context.device`)."""
-    problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-    return JSONResponse(status_code=422, content={"error": "invalid request", "problems": problems})
+    """422 with one problem per invalid field, naming it (`body.k`, `body.context.device`)."""
+    return invalid([Problem(field=".".join(str(p) for p in e["loc"]), message=e["msg"]) for e in exc.errors()])
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The bearer tokens this server accepts; None = not set (the calls they guard are off)."""
+
+    admin: str | None
+    catalog: str | None
+
+
+def read_tokens(config: AdminConfig) -> Tokens:
+    """Read the tokens from the environment of the process that builds the app (`hyperrec serve`, a test)."""
+
+    def read(name: str) -> str | None:
+        token = os.environ.get(name, "").strip() or None
+        if token is not None and len(token) < config.min_token_length:
+            raise ValueError(f"{name} is {len(token)} characters long; use at least {config.min_token_length} (`openssl rand -hex 32`)")
+        return token
+
+    return Tokens(admin=read(config.token_env), catalog=read(config.catalog_token_env))
+
+
+def check_token(credentials: HTTPAuthorizationCredentials | None, accepted: list[str]) -> None:
+    """401 without a bearer token, 403 with one that is none of `accepted`; compared in constant time."""
+    if credentials is None:
+        raise HTTPException(401, detail="this call needs `Authorization: Bearer <token>`", headers={"WWW-Authenticate": "Bearer"})
+    given = credentials.credentials.encode()
+    if not any([hmac.compare_digest(given, token.encode()) for token in accepted]):  # a list: every token is compared
+        raise HTTPException(403, detail="wrong token")
+
+
+def require_admin(request: Request, credentials: Credentials) -> None:
+    """Runs before the body is validated: without the admin token nothing of an admin call happens."""
+    tokens: Tokens = request.app.state.tokens
+    if tokens.admin is None:
+        raise HTTPException(404, detail=f"admin calls are off: set {request.app.state.admin_env} in the server's environment")
+    check_token(credentials, [tokens.admin])
+
+
+_EVENT_JSON = TypeAdapter(Event)
+# The event log stores integers as Int64: a bigger one would fail the append (a 500), so it is refused, and documented.
+INT64_MAX = 2**63 - 1
+INTEGER_FIELDS = {
+    kind: [name for name, f in model.model_fields.items() if f.annotation in (int, int | None)] for kind, model in MODEL_BY_TYPE.items()
+}
+
+
+def json_type_errors(events: list[Any]) -> dict[int, str]:
+    """Events whose JSON types break the documented contract although the contract's own (lax) validation would
+    coerce them: `"stock": false` or `"stock": "5"` for an integer, a number for a timestamp. An integral number
+    (`2.0`) is an integer, as in JSON Schema. Index in the batch -> reason."""
+    errors: dict[int, str] = {}
+    for index, event in enumerate(events):
+        if not isinstance(event, Mapping):
+            continue  # the contract check rejects it with its own reason
+        kind = event.get("event_type")
+        integers = INTEGER_FIELDS.get(kind, []) if isinstance(kind, str) else []
+        record = {k: int(v) if k in integers and isinstance(v, float) and v.is_integer() else v for k, v in event.items()}
+        try:
+            _EVENT_JSON.validate_json(json.dumps(record), strict=True)
+        except ValidationError as exc:
+            problems = [(e["loc"][1:] if e["loc"] and e["loc"][0] in EVENT_TYPES else e["loc"], e["msg"]) for e in exc.errors()]
+            errors[index] = "; ".join(f"{'.'.join(map(str, loc)) or 'event'}: {msg}" for loc, msg in problems)
+            continue
+        too_big = [name for name in integers if isinstance(record.get(name), int) and record[name] > INT64_MAX]
+        if too_big:
+            errors[index] = "; ".join(f"{name}: Input should be less than or equal to {INT64_MAX}" for name in too_big)
+    return errors
+
+
+def openapi_document(config: ServeConfig) -> dict[str, Any]:
+    """FastAPI's document plus this server's bounds (max_k, max_events) and the event contract as the /events body."""
+    doc = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
+    schemas = doc["components"]["schemas"]
+    schemas["RecommendRequest"]["properties"]["k"]["maximum"] = config.max_k
+    events = TypeAdapter(list[Event]).json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(events.pop("$defs"))
+    for kind, names in INTEGER_FIELDS.items():
+        for name in names:
+            schemas[MODEL_BY_TYPE[kind].__name__]["properties"][name].setdefault("maximum", INT64_MAX)
+    events |= {"maxItems": config.max_events, "description": f"a batch of contract events (at most {config.max_events})"}
+    doc["paths"]["/events"]["post"]["requestBody"]["content"]["application/json"]["schema"] = events
+    return doc
 
 
 def make_store(config: ServeConfig) -> OnlineStore:
@@ -118,8 +248,14 @@ class HandleStages:
 @serve.deployment
 @serve.ingress(api)
 class Ingress:
-    async def __init__(self, config: dict[str, Any], retrieval: DeploymentHandle | None = None, ranking: DeploymentHandle | None = None):
+    async def __init__(
+        self, config: dict[str, Any], tokens: Tokens, retrieval: DeploymentHandle | None = None, ranking: DeploymentHandle | None = None
+    ):
         self.config = ServeConfig.model_validate(config)
+        self.tokens = tokens
+        api.state.tokens, api.state.admin_env = tokens, self.config.admin.token_env  # read by require_admin
+        document = openapi_document(self.config)
+        api.openapi = lambda: document  # type: ignore[method-assign]
         self.metrics = ServeMetrics()
         if retrieval is not None and ranking is not None:
             self.stages: HandleStages | LocalStages = HandleStages(retrieval, ranking)
@@ -129,11 +265,11 @@ class Ingress:
         self.flow = RecommendFlow(self.config, self.store, self.stages)
         await self.flow.start()
 
-    @api.post("/recommend", response_model=RecommendResponse)
-    async def recommend(self, request: RecommendRequest) -> RecommendResponse:
+    @api.post("/recommend", response_model=RecommendResponse, responses=BAD_BODY)
+    async def recommend(self, request: RecommendRequest) -> Any:
         if request.k > self.config.max_k:
             self.metrics.bad_requests.labels("/recommend").inc()
-            raise HTTPException(422, detail=f"body.k: {request.k} is more than this server's max_k ({self.config.max_k})")
+            return invalid([Problem(field="body.k", message=f"{request.k} is more than this server's max_k ({self.config.max_k})")])
         started = time.perf_counter()
         response = await self.flow.recommend(request)
         self.metrics.latency.observe(time.perf_counter() - started)
@@ -142,65 +278,90 @@ class Ingress:
             self.metrics.degraded.inc()
         return response
 
-    @api.post("/events", response_model=EventsResponse)
-    async def events(self, events: Annotated[list[dict[str, Any]], Body(description="a batch of contract events")]) -> Any:
+    @api.post(
+        "/events",
+        response_model=EventsResponse,
+        responses=BAD_BODY | NEEDS_TOKEN | _error(413, "more events than max_events in one batch"),
+        openapi_extra={"security": [{}]},  # with the bearer scheme FastAPI adds: a token only for stock and price events
+    )
+    async def events(self, events: Annotated[list[Any], Body()], credentials: Credentials) -> Any:
         if len(events) > self.config.max_events:
             self.metrics.bad_requests.labels("/events").inc()
             raise HTTPException(413, detail=f"body: {len(events)} events in one batch; at most {self.config.max_events}")
-        result = self.flow.ingest(events)
+        if any(isinstance(e, Mapping) and e.get("event_type") in CATALOG_EVENTS for e in events):
+            accepted = [t for t in (self.tokens.catalog, self.tokens.admin) if t is not None]
+            if not accepted:
+                raise HTTPException(
+                    403,
+                    detail=f"stock and price events are off: set {self.config.admin.catalog_token_env} or "
+                    f"{self.config.admin.token_env} in the server's environment",
+                )
+            check_token(credentials, accepted)  # the whole batch is refused: no event of it is taken
+        wrong_types = json_type_errors(events)
+        kept = [i for i in range(len(events)) if i not in wrong_types]
+        result = self.flow.ingest([events[i] for i in kept])
+        rejected = [RejectedEvent(index=kept[r.index], reason=r.reason) for r in result.rejected]
+        rejected += [RejectedEvent(index=i, reason=reason) for i, reason in wrong_types.items()]
+        result.rejected = sorted(rejected, key=lambda r: r.index)
         self.metrics.events.labels("accepted").inc(result.accepted)
         self.metrics.events.labels("rejected").inc(len(result.rejected))
         if result.rejected and not result.accepted:
-            return JSONResponse(status_code=422, content=result.model_dump())
+            problems = [Problem(field=f"body.{r.index}", message=r.reason) for r in result.rejected]
+            return invalid(problems, detail=f"no event accepted: {len(problems)} broke the contract")
         return result
 
-    @api.get("/healthz")
-    async def healthz(self) -> dict[str, str]:
-        return {"status": "ok"}
+    @api.get("/healthz", response_model=Health)
+    async def healthz(self) -> Health:
+        return Health(status="ok")
 
-    @api.get("/readyz")
+    @api.get("/readyz", response_model=Readiness, responses=_error(503, "not ready (the online store does not answer)"))
     async def readyz(self) -> Any:
         try:
             self.store.users(["__readyz__"])
         except Exception as exc:
-            return JSONResponse(status_code=503, content={"status": "not ready", "reason": f"online store: {exc}"})
-        return {
-            "status": "ready",
-            "model_version": self.flow.current,
-            "last_good": self.flow.last_good,
-            "warning": self.flow.fallback_error,
-        }
+            return JSONResponse(status_code=503, content=ErrorBody(detail=f"not ready: online store: {exc}").model_dump())
+        return Readiness(status="ready", model_version=self.flow.current, last_good=self.flow.last_good, warning=self.flow.fallback_error)
 
-    @api.get("/metrics")
+    @api.get("/metrics", response_class=PlainTextResponse, responses={200: {"description": "Prometheus text format 0.0.4"}})
     async def metrics(self) -> Response:
-        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @api.post("/admin/model")
-    async def swap(self, request: SwapRequest) -> dict[str, Any]:
-        if not self.config.admin:
-            raise HTTPException(403, detail="admin calls are disabled (admin: false)")
+    @api.post(
+        "/admin/model",
+        response_model=SwapResponse,
+        dependencies=[Depends(require_admin)],
+        responses=BAD_BODY | ADMIN | _error(409, "no such version, or one that cannot replace the current one"),
+    )
+    async def swap(self, request: SwapRequest) -> SwapResponse:
         try:
             version = await self.flow.swap(request.version)
         except (RegistryError, ValueError) as exc:
             raise HTTPException(409, detail=f"body.version: {exc}") from None
-        return {"model_version": version, "last_good": self.flow.last_good}
+        return SwapResponse(model_version=version, last_good=self.flow.last_good)
 
-    @api.post("/admin/faults")
-    async def faults(self, request: FaultRequest) -> dict[str, str]:
+    @api.post(
+        "/admin/faults",
+        response_model=FaultResponse,
+        dependencies=[Depends(require_admin)],
+        responses=BAD_BODY | NEEDS_TOKEN | _error(404, "admin calls are off (no admin token), or fault_injection is false"),
+    )
+    async def faults(self, request: FaultRequest) -> FaultResponse:
         if not self.config.fault_injection:
-            raise HTTPException(403, detail="fault injection is disabled (fault_injection: false)")
+            raise HTTPException(404, detail="fault injection is off (fault_injection: false)")
         await self.stages.set_fault(request.stage, request.mode, request.delay_ms, request.version)
-        return {"stage": request.stage, "mode": request.mode}
+        return FaultResponse(stage=request.stage, mode=request.mode)
 
 
 def build_app(config: ServeConfig) -> serve.Application:
+    """The application; the tokens are read here, from this process's environment (Ray's workers may not share it)."""
     raw = config.model_dump(mode="json")
+    tokens = read_tokens(config.admin)
     actor = {"num_cpus": config.cpus_per_replica}
     ingress = Ingress.options(
         num_replicas=config.ingress_replicas, ray_actor_options=actor, max_ongoing_requests=256, logging_config=QUIET_LOGS
     )
     if config.topology == "single":
-        return ingress.bind(raw)
+        return ingress.bind(raw, tokens)
     # @serve.batch never forms batches larger than the deployment's max_ongoing_requests (measured with Ray 2.60).
     ongoing = max(config.ranking.max_batch_size, 64)
     retrieval = RetrievalDeployment.options(
@@ -209,4 +370,4 @@ def build_app(config: ServeConfig) -> serve.Application:
     ranking = RankingDeployment.options(
         num_replicas=config.ranking_replicas, ray_actor_options=actor, max_ongoing_requests=ongoing, logging_config=QUIET_LOGS
     ).bind(raw)
-    return ingress.bind(raw, retrieval, ranking)
+    return ingress.bind(raw, tokens, retrieval, ranking)

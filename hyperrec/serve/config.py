@@ -42,6 +42,27 @@ class StoreConfig(StrictModel):
     seed_users: bool = Field(True, description="load the bundle's user histories into the store at start")
 
 
+class AdminConfig(StrictModel):
+    """Bearer tokens, read from the environment when the server starts (never from a file in the repository).
+
+    `/admin/*` needs `Authorization: Bearer <admin token>`: missing 401, wrong 403, and with no admin token
+    set the admin calls are off (404). Stock and price updates (`stock_change` / `price_change` through
+    `/events`) come from the shop's systems: they need the catalog token or the admin token (missing 401,
+    wrong 403, neither set 403); other events need none.
+    """
+
+    token_env: str = Field(
+        "HYPERREC_ADMIN_TOKEN", min_length=1, description="environment variable with the admin token; unset or empty = /admin/* off (404)"
+    )
+    catalog_token_env: str = Field(
+        "HYPERREC_CATALOG_TOKEN",
+        min_length=1,
+        description="environment variable with a token for stock_change / price_change events only (the admin token works too); "
+        "with neither set these events are refused (403)",
+    )
+    min_token_length: int = Field(16, ge=1, description="a shorter token is refused at start (make one with `openssl rand -hex 32`)")
+
+
 class ServeConfig(StrictModel):
     registry: Path = Path("experiments/registry")
     version: str = Field("current", description="registry version to serve: current, last-good, latest or vNNNN")
@@ -81,8 +102,8 @@ class ServeConfig(StrictModel):
     ranking_replicas: int = Field(1, ge=1)
     retrieval_replicas: int = Field(1, ge=1)
     cpus_per_replica: float = Field(0.1, ge=0, description="Ray CPU reservation per replica (small: they share a laptop)")
-    admin: bool = Field(True, description="enable /admin (model swap)")
-    fault_injection: bool = Field(False, description="enable /admin/faults (make a stage fail or stall: for tests and drills)")
+    admin: AdminConfig = AdminConfig()
+    fault_injection: bool = Field(False, description="enable /admin/faults (make a stage fail or stall: for tests and drills); off = 404")
 
     @model_validator(mode="after")
     def _replicas_need_a_shared_store(self) -> ServeConfig:

@@ -22,6 +22,7 @@ APP_NAME = "hyperrec"
 def start(config: ServeConfig, num_cpus: int | None = None, timeout_s: float = 120.0) -> str:
     """Deploy the app (starting a local Ray if none is running); returns its base URL once /readyz answers."""
     prepare_environment(config)
+    app = build_app(config)  # before Ray starts: a bad token is an error that costs no cluster start
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its "ready at" line names Serve's own port, not ours
     if not ray.is_initialized():
         ray.init(num_cpus=num_cpus, include_dashboard=False, **ray_logging())
@@ -29,7 +30,7 @@ def start(config: ServeConfig, num_cpus: int | None = None, timeout_s: float = 1
     # port (a bind there fails the replica), so that one is moved out of the way.
     http_port = config.port + PROXY_PORT_OFFSET if config.ingress == "direct" else config.port
     serve.start(http_options={"host": config.host, "port": http_port}, logging_config=QUIET_LOGS)
-    serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
+    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     url = f"http://{config.host}:{config.port}"
     deadline = time.time() + timeout_s
     while True:

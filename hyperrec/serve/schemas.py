@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hyperrec.data.events import Context, NonEmpty
 
 ServedBy = Literal["ranker", "last_good", "popularity"]
+VERSION_SPEC = r"^(current|last-good|latest|v[0-9]{4,12})$"  # what Registry.resolve reads
 
 
 class RecommendRequest(BaseModel):
@@ -36,11 +37,21 @@ class RecommendResponse(BaseModel):
     degraded: list[str] = Field(description="why the answer is not the current model's (empty when it is)")
     trace_id: str
     latency_ms: float
+    stage_ms: dict[str, float] = Field(
+        default_factory=dict,
+        description="the server's own timer of each stage that ran: online_store, retrieval (encoder, ann, features; "
+        "absent on a candidate-cache hit), ranker, policy, response",
+    )
+
+
+class RejectedEvent(BaseModel):
+    index: int = Field(description="position in the batch (0 = first)")
+    reason: str
 
 
 class EventsResponse(BaseModel):
     accepted: int
-    rejected: list[dict] = Field(description="index in the batch and reason of each event that broke the contract")
+    rejected: list[RejectedEvent] = Field(description="index in the batch and reason of each event that broke the contract")
     unknown_items: int = Field(
         0, description="accepted events about items the served model does not know (kept in the log, not used online)"
     )
@@ -49,7 +60,7 @@ class EventsResponse(BaseModel):
 class SwapRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: NonEmpty = Field(description="registry version: current, last-good, latest or vNNNN")
+    version: str = Field(pattern=VERSION_SPEC, description="registry version: current, last-good, latest or vNNNN")
 
 
 class FaultRequest(BaseModel):
@@ -59,3 +70,41 @@ class FaultRequest(BaseModel):
     mode: Literal["error", "delay", "none"]
     delay_ms: float = Field(0.0, ge=0, le=60_000)
     version: str | None = Field(None, description="only this registry version; null = every version")
+
+
+class FaultResponse(BaseModel):
+    stage: str
+    mode: str
+
+
+class SwapResponse(BaseModel):
+    model_version: str
+    last_good: str | None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    model_version: str
+    last_good: str | None
+    warning: str | None = Field(description="why the last-good model was not loaded, if it was not")
+
+
+class Problem(BaseModel):
+    field: str = Field(description="where: `body.k`, `body.context.device`, `body.3` (the 4th event of a batch)")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer (400, 401, 403, 404, 409, 413, 503)."""
+
+    detail: str = Field(description="what was wrong and, where there is something to do, what to do")
+
+
+class ValidationErrorBody(ErrorBody):
+    """The body of every 422: one problem per invalid field."""
+
+    problems: list[Problem] = Field(min_length=1)

@@ -5,6 +5,7 @@ the ingress), so the handle path, batching and fault broadcast are what these te
 test_endpoint_redis.py checks the default `single` topology with the Redis-backed online store.
 """
 
+import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -18,6 +19,9 @@ from hyperrec.serve.config import ServeConfig
 from tests.conftest import SERVE_PORT
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC).isoformat()
+ADMIN_ENV, CATALOG_ENV = "HYPERREC_TEST_ADMIN_TOKEN", "HYPERREC_TEST_CATALOG_TOKEN"
+ADMIN = {"Authorization": "Bearer admin-token-0123456789abcdef"}
+CATALOG = {"Authorization": "Bearer catalog-token-0123456789abcdef"}
 
 
 def serve_config(exported, tmp_path, **settings) -> ServeConfig:
@@ -28,20 +32,36 @@ def serve_config(exported, tmp_path, **settings) -> ServeConfig:
         "event_log": str(tmp_path / "log"),
         "fault_injection": True,
         "budgets": {"ranking_ms": 300, "retrieval_ms": 300},
+        "admin": {"token_env": ADMIN_ENV, "catalog_token_env": CATALOG_ENV},
     }
     return ServeConfig.model_validate(base | settings)
 
 
 @pytest.fixture(scope="module")
 def endpoint(ray_cluster, exported, tmp_path_factory):
+    """The app with both tokens: they are read from the environment when it starts, and only then."""
     from hyperrec.serve.runner import start, stop
 
-    url = start(
-        serve_config(exported, tmp_path_factory.mktemp("serve"), topology="deployments", ranking={"max_batch_size": 8, "batch_wait_ms": 2})
-    )
+    ranking = {"max_batch_size": 8, "batch_wait_ms": 2}
+    config = serve_config(exported, tmp_path_factory.mktemp("serve"), topology="deployments", ranking=ranking)
+    os.environ.update({ADMIN_ENV: ADMIN["Authorization"].split()[1], CATALOG_ENV: CATALOG["Authorization"].split()[1]})
+    try:
+        url = start(config)
+    finally:
+        del os.environ[ADMIN_ENV], os.environ[CATALOG_ENV]
     with httpx.Client(base_url=url, timeout=30) as client:
         yield client
     stop()
+
+
+@pytest.fixture(scope="module")
+def second(exported):
+    """A second registry version (same catalogue) to swap to."""
+    return export_run(
+        Path(exported.manifest.source_run),
+        ExportConfig(registry=exported.path.parent, cutoffs=2, ranker={"epochs": 1, "hidden": [8]}, promote=False),
+        log=lambda *_: None,
+    )
 
 
 def some_user(exported) -> str:
@@ -66,17 +86,31 @@ def test_bad_input_gets_a_4xx_naming_the_field(endpoint):
     bad_json = endpoint.post("/recommend", content=b"{not json", headers={"content-type": "application/json"})
     assert bad_json.status_code == 422
     wrong_type = endpoint.post("/recommend", json={"user_id": "u", "k": "ten"})
-    assert wrong_type.status_code == 422 and any("body.k" in p for p in wrong_type.json()["problems"])
+    assert wrong_type.status_code == 422 and [p["field"] for p in wrong_type.json()["problems"]] == ["body.k"]
     bad_device = endpoint.post("/recommend", json={"user_id": "u", "context": {"device": "fridge"}})
-    assert bad_device.status_code == 422 and any("body.context.device" in p for p in bad_device.json()["problems"])
+    assert bad_device.status_code == 422 and [p["field"] for p in bad_device.json()["problems"]] == ["body.context.device"]
     assert endpoint.post("/recommend", json={"k": 3}).status_code == 422
     too_long = endpoint.post("/recommend", json={"user_id": "u", "k": 1000})
-    assert too_long.status_code == 422 and "max_k" in too_long.json()["detail"]
+    assert too_long.status_code == 422
+    assert too_long.json()["problems"] == [{"field": "body.k", "message": "1000 is more than this server's max_k (100)"}]
     oversize = endpoint.post("/events", json=[{"event_type": "view"}] * 1001)
     assert oversize.status_code == 413 and "at most 1000" in oversize.json()["detail"]
-    all_bad = endpoint.post("/events", json=[{"event_type": "purchase", "user_id": "u"}])
-    assert all_bad.status_code == 422 and all_bad.json()["accepted"] == 0
+    all_bad = endpoint.post("/events", json=[{"event_type": "view"}, {"event_type": "purchase", "user_id": "u"}])
+    assert all_bad.status_code == 422 and [p["field"] for p in all_bad.json()["problems"]] == ["body.0", "body.1"]
+    assert "timestamp: Field required" in all_bad.json()["problems"][1]["message"]
     assert endpoint.post("/events", json={"not": "a list"}).status_code == 422
+
+
+def test_the_openapi_document_carries_the_bounds_the_contract_and_every_error(endpoint):
+    doc = endpoint.get("/openapi.json").json()
+    assert doc["components"]["schemas"]["RecommendRequest"]["properties"]["k"]["maximum"] == 100
+    body = doc["paths"]["/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["maxItems"] == 1000 and set(body["items"]["discriminator"]["mapping"]) >= {"view", "purchase", "stock_change"}
+    assert set(doc["paths"]["/admin/model"]["post"]["responses"]) == {"200", "400", "401", "403", "404", "409", "422"}
+    assert doc["paths"]["/admin/model"]["post"]["security"] == [{"bearer": []}]
+    assert doc["paths"]["/events"]["post"]["security"] == [{"bearer": []}, {}]  # a token only for stock and price events
+    assert set(doc["paths"]["/events"]["post"]["responses"]) == {"200", "400", "401", "403", "413", "422"}
+    assert "text/plain" in doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
 
 
 def test_unknown_user_and_events_that_change_the_next_answer(endpoint, exported):
@@ -89,31 +123,26 @@ def test_unknown_user_and_events_that_change_the_next_answer(endpoint, exported)
     assert warm["served_by"] == "ranker"
     assert bought in [i["item_id"] for i in warm["items"] if i["reason"] == "you bought this before"]
     sold_out = {"event_type": "stock_change", "item_id": bought, "stock": 0, "timestamp": NOW}
-    assert endpoint.post("/events", json=[sold_out]).status_code == 200
+    assert endpoint.post("/events", json=[sold_out], headers=CATALOG).status_code == 200
     assert bought not in [i["item_id"] for i in endpoint.post("/recommend", json={"user_id": "brand-new", "k": 20}).json()["items"]]
 
 
 def test_ranking_failure_and_timeout_fall_back_and_say_so(endpoint, exported):
     user = some_user(exported)
     try:
-        assert endpoint.post("/admin/faults", json={"stage": "ranking", "mode": "error"}).status_code == 200
+        assert endpoint.post("/admin/faults", json={"stage": "ranking", "mode": "error"}, headers=ADMIN).status_code == 200
         failed = endpoint.post("/recommend", json={"user_id": user, "k": 5}).json()
         assert failed["served_by"] == "popularity" and "injected failure" in failed["degraded"][0] and len(failed["items"]) == 5
-        endpoint.post("/admin/faults", json={"stage": "ranking", "mode": "delay", "delay_ms": 2000})
+        endpoint.post("/admin/faults", json={"stage": "ranking", "mode": "delay", "delay_ms": 2000}, headers=ADMIN)
         slow = endpoint.post("/recommend", json={"user_id": user, "k": 5}).json()
         assert slow["served_by"] == "popularity" and "budget" in slow["degraded"][0]
     finally:
-        endpoint.post("/admin/faults", json={"stage": "ranking", "mode": "none"})
+        endpoint.post("/admin/faults", json={"stage": "ranking", "mode": "none"}, headers=ADMIN)
     assert endpoint.post("/recommend", json={"user_id": user, "k": 5}).json()["served_by"] == "ranker"
     assert 'hyperrec_recommend_requests_total{served_by="popularity"}' in endpoint.get("/metrics").text
 
 
-def test_hot_swap_under_load_fails_no_request(endpoint, exported):
-    second = export_run(
-        Path(exported.manifest.source_run),
-        ExportConfig(registry=exported.path.parent, cutoffs=2, ranker={"epochs": 1, "hidden": [8]}, promote=False),
-        log=lambda *_: None,
-    )
+def test_hot_swap_under_load_fails_no_request(endpoint, exported, second):
     user = some_user(exported)
     statuses, versions, stop = [], set(), threading.Event()
 
@@ -129,7 +158,7 @@ def test_hot_swap_under_load_fails_no_request(endpoint, exported):
     for w in workers:
         w.start()
     time.sleep(0.5)
-    swapped = endpoint.post("/admin/model", json={"version": second.version})
+    swapped = endpoint.post("/admin/model", json={"version": second.version}, headers=ADMIN)
     time.sleep(0.5)
     stop.set()
     for w in workers:
@@ -137,5 +166,37 @@ def test_hot_swap_under_load_fails_no_request(endpoint, exported):
     assert swapped.status_code == 200 and swapped.json() == {"model_version": second.version, "last_good": exported.version}
     assert statuses and set(statuses) == {200}
     assert versions == {exported.version, second.version}
-    assert endpoint.post("/admin/model", json={"version": "v0999"}).status_code == 409
-    endpoint.post("/admin/model", json={"version": exported.version})
+    assert endpoint.post("/admin/model", json={"version": "v0999"}, headers=ADMIN).status_code == 409
+    assert endpoint.post("/admin/model", json={"version": exported.version}, headers=ADMIN).status_code == 200
+
+
+def test_admin_calls_need_the_admin_token_and_do_nothing_without_it(endpoint, exported, second):
+    swap = {"version": second.version}
+    missing = endpoint.post("/admin/model", json=swap)
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert endpoint.post("/admin/model", json=swap, headers={"Authorization": "Basic YWRtaW46YWRtaW4="}).status_code == 401
+    assert endpoint.post("/admin/model", json=swap, headers={"Authorization": "Bearer not-the-token"}).status_code == 403
+    assert endpoint.post("/admin/model", json=swap, headers=CATALOG).status_code == 403  # the catalog token is not an admin token
+    assert endpoint.post("/admin/model", json={"not": "a swap"}).status_code == 401  # the token is checked before the body
+    assert endpoint.post("/admin/faults", json={"stage": "ranking", "mode": "error"}, headers=CATALOG).status_code == 403
+    assert endpoint.get("/readyz").json()["model_version"] == exported.version  # not swapped
+    user = some_user(exported)
+    assert endpoint.post("/recommend", json={"user_id": user, "k": 5}).json()["served_by"] == "ranker"  # no fault set
+
+
+def test_stock_and_price_events_need_a_token_and_are_not_taken_without_one(endpoint, exported):
+    user = some_user(exported)
+    shown = [i["item_id"] for i in endpoint.post("/recommend", json={"user_id": user, "k": 5}).json()["items"]]
+    view = {"event_type": "view", "user_id": user, "session_id": "s9", "item_id": shown[1], "timestamp": NOW}
+    sold_out = {"event_type": "stock_change", "item_id": shown[0], "stock": 0, "timestamp": NOW}
+    assert endpoint.post("/events", json=[view, sold_out]).status_code == 401
+    assert endpoint.post("/events", json=[view, sold_out], headers={"Authorization": "Bearer wrong"}).status_code == 403
+    assert endpoint.post("/events", json=[view]).json()["accepted"] == 1  # shoppers' events need no token
+    after = [i["item_id"] for i in endpoint.post("/recommend", json={"user_id": user, "k": 20}).json()["items"]]
+    assert shown[0] in after  # the refused batch changed nothing
+    price = {"event_type": "price_change", "item_id": shown[0], "price": 1.5, "timestamp": NOW}
+    assert endpoint.post("/events", json=[price], headers=ADMIN).json()["accepted"] == 1  # the admin token works too
+    assert endpoint.post("/events", json=[sold_out], headers=CATALOG).json()["accepted"] == 1
+    assert shown[0] not in [i["item_id"] for i in endpoint.post("/recommend", json={"user_id": user, "k": 20}).json()["items"]]
+    back = {"event_type": "stock_change", "item_id": shown[0], "stock": 10, "timestamp": NOW}
+    assert endpoint.post("/events", json=[back], headers=CATALOG).status_code == 200
