@@ -167,10 +167,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     Registry(config.registry).resolve(config.version)  # a missing model is a clear error before Ray starts
     prepare_environment(config)  # before Ray Serve is imported
+    from hyperrec.serve.app import read_tokens
     from hyperrec.serve.runner import start, wait_then_stop
 
     url = start(config)
     _console().print(f"serving {config.registry} ({config.version}) at [bold]{url}[/] (docs: {url}/docs); Ctrl-C or SIGTERM stops")
+    tokens = read_tokens(config.admin)
+    _console().print(
+        f"admin calls {'on' if tokens.admin else 'off'} (${config.admin.token_env}), stock and price events "
+        f"{'on' if tokens.admin or tokens.catalog else 'off'} (${config.admin.catalog_token_env}): README 'Admin and security'"
+    )
     wait_then_stop()
 
 
