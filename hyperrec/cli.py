@@ -170,7 +170,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from hyperrec.serve.app import read_tokens
     from hyperrec.serve.runner import start, wait_then_stop
 
-    url = start(config)
+    url = start(config, handle_signals=True)
     _console().print(f"serving {config.registry} ({config.version}) at [bold]{url}[/] (docs: {url}/docs); Ctrl-C or SIGTERM stops")
     tokens = read_tokens(config.admin)
     _console().print(

@@ -17,15 +17,28 @@ from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.ray_env import PROXY_PORT_OFFSET, prepare_environment
 
 APP_NAME = "hyperrec"
+STOP = threading.Event()  # set by SIGINT / SIGTERM once handle_stop_signals() ran
 
 
-def start(config: ServeConfig, num_cpus: int | None = None, timeout_s: float = 120.0) -> str:
-    """Deploy the app (starting a local Ray if none is running); returns its base URL once /readyz answers."""
+def handle_stop_signals() -> None:
+    """SIGINT and SIGTERM set STOP. Must run after ray.init: Ray's own handler (installed there) dumps a stack
+    on SIGTERM and aborts the process (exit code 134) instead."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: STOP.set())
+
+
+def start(config: ServeConfig, num_cpus: int | None = None, timeout_s: float = 120.0, handle_signals: bool = False) -> str:
+    """Deploy the app (starting a local Ray if none is running); returns its base URL once /readyz answers.
+
+    `handle_signals`: from the moment Ray is up, SIGINT / SIGTERM set STOP (for `wait_then_stop`), so a
+    supervisor's SIGTERM sent as soon as /readyz answers, or during the start, still stops cleanly."""
     prepare_environment(config)
     app = build_app(config)  # before Ray starts: a bad token is an error that costs no cluster start
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its "ready at" line names Serve's own port, not ours
     if not ray.is_initialized():
         ray.init(num_cpus=num_cpus, include_dashboard=False, **ray_logging())
+    if handle_signals:
+        handle_stop_signals()
     # Direct ingress: the ingress replica binds `port` itself; Serve still reserves its own HTTP
     # port (a bind there fails the replica), so that one is moved out of the way.
     http_port = config.port + PROXY_PORT_OFFSET if config.ingress == "direct" else config.port
@@ -52,11 +65,9 @@ def wait_then_stop() -> None:
     """Block while the endpoint serves, until Ctrl-C or SIGTERM (what systemd, Docker and Kubernetes
     send; a server started in the background from a script ignores SIGINT); then shut the app and the
     local Ray cluster this process started down, so that no Ray process outlives it."""
-    stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.set())
+    handle_stop_signals()  # again: a no-op after start(..., handle_signals=True)
     try:
-        while not stopping.wait(1.0):
+        while not STOP.wait(1.0):
             pass
     finally:
         stop()
