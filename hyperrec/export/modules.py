@@ -75,10 +75,7 @@ class ExportItemTower(nn.Module):
         real = (item_rows > 0).unsqueeze(-1)
         item_id = torch.where(real, F.embedding(item_rows, bags["item_id"].weight), 0.0)
         category = torch.where(real, F.embedding(tower.category[item_rows], bags["category"].weight), 0.0)
-        parts = [item_id, category, tower.price(tower.price_bucket[item_rows])]
-        if tower.text_proj is not None:
-            parts.append(tower.text_proj(tower.text[item_rows]))
-        return F.normalize(tower.mlp(torch.cat(parts, dim=-1)), dim=-1)
+        return tower.combine(item_rows, item_id, category)
 
 
 class TwoTowerUserEncoder(nn.Module):

@@ -6,7 +6,8 @@ BERT4Rec really better than SASRec?", RecSys 2023) or, for large catalogues, a s
 with logQ correction (Yi et al., "Sampling-Bias-Corrected Neural Modeling for Large Corpus Item
 Recommendations", RecSys 2019).
 
-Reads top to bottom: config, attention, MLP, block, model, the two losses' helpers.
+Reads top to bottom: config, the attention mask, model, the two losses' helpers (the transformer
+block is models/transformer.py, shared with the two-tower user tower).
 
 Conventions:
 - item ids are 1..n_items; 0 is padding. Sequences are LEFT-padded, the most recent item last.
@@ -33,6 +34,8 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from hyperrec.config import StrictModel
+from hyperrec.models.sampled_softmax import corrected_logits
+from hyperrec.models.transformer import Block
 
 
 class SASRecConfig(StrictModel):
@@ -63,51 +66,6 @@ class SASRecConfig(StrictModel):
         if (self.repeat_head or self.objective == "next_basket") and self.loss != "full_softmax":
             raise ValueError("repeat_head and objective=next_basket are implemented for loss=full_softmax only")
         return self
-
-
-class CausalSelfAttention(nn.Module):
-    def __init__(self, config: SASRecConfig):
-        super().__init__()
-        self.n_heads = config.n_heads
-        self.dropout = config.dropout
-        self.qkv = nn.Linear(config.dim, 3 * config.dim)
-        self.proj = nn.Linear(config.dim, config.dim)
-        self.resid_dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x: [B, L, D]; mask: bool [B, 1, L, L], True where query i may attend to key j."""
-        B, L, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=2)
-        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(B, L, D)
-        return self.resid_dropout(self.proj(y))
-
-
-class MLP(nn.Module):
-    def __init__(self, config: SASRecConfig):
-        super().__init__()
-        self.fc = nn.Linear(config.dim, 4 * config.dim)
-        self.proj = nn.Linear(4 * config.dim, config.dim)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.gelu(self.fc(x))))
-
-
-class Block(nn.Module):
-    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
-
-    def __init__(self, config: SASRecConfig):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(config.dim)
-        self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.dim)
-        self.mlp = MLP(config)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), mask)
-        return x + self.mlp(self.ln_2(x))
 
 
 def attention_mask(items: torch.Tensor) -> torch.Tensor:
@@ -155,7 +113,7 @@ class SASRec(nn.Module):
             self.repeat_weight = nn.Parameter(torch.tensor(1.0))
             self.repeat_decay_logit = nn.Parameter(torch.tensor(3.0))  # sigmoid(3) ~ 0.95 per item of age
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(Block(config.dim, config.n_heads, config.dropout) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.dim)
         self.apply(self._init_weights)
         # GPT-2: scale the residual projections' init by 1/sqrt(2 * n_layers).
@@ -296,14 +254,9 @@ def sample_negatives(item_log_q: torch.Tensor, n: int, generator: torch.Generato
 def sampled_softmax_logits(
     hidden: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor, item_log_q: torch.Tensor
 ) -> torch.Tensor:
-    """[N, 1 + K] logits, column 0 the target, columns 1.. the K shared negatives.
-
-    Every logit is hidden . embedding - log q(item) (logQ correction): frequently proposed items
-    are over-represented among negatives, and subtracting log q makes the sampled softmax an
-    unbiased estimate of the full one. A negative equal to the row's target (an accidental hit)
-    is set to -inf so the model is not pushed away from the right answer.
-    """
-    pos = (hidden * table[targets]).sum(-1) - item_log_q[targets]  # [N]
-    neg = hidden @ table[negatives].T - item_log_q[negatives]  # [N, K]
-    neg = neg.masked_fill(negatives[None, :] == targets[:, None], -math.inf)
-    return torch.cat([pos[:, None], neg], dim=1)
+    """[N, 1 + K] logQ-corrected logits (sampled_softmax.py), column 0 the target, columns 1.. the K
+    negatives shared by every row; a negative equal to the row's target is an accidental hit."""
+    scores = torch.cat([(hidden * table[targets]).sum(-1, keepdim=True), hidden @ table[negatives].T], dim=1)
+    log_q = torch.cat([item_log_q[targets][:, None], item_log_q[negatives][None, :].expand(len(targets), -1)], dim=1)
+    hits = torch.cat([torch.zeros_like(targets, dtype=torch.bool)[:, None], negatives[None, :] == targets[:, None]], dim=1)
+    return corrected_logits(scores, log_q, hits)

@@ -39,6 +39,8 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from hyperrec.config import StrictModel
 from hyperrec.data.catalog import UNKNOWN_CATEGORY
+from hyperrec.models.sampled_softmax import corrected_logits
+from hyperrec.models.transformer import Block
 
 N_DEVICES = 4  # 0 unknown, 1 web, 2 ios, 3 android
 N_HOURS = 24
@@ -197,7 +199,12 @@ class ItemTower(nn.Module):
             lengths=torch.cat([keep_id, real]).int(),  # key-major: all item_id lengths, then category
         )
         pooled = self.sparse(kjt)
-        parts = [pooled["item_id"], pooled["category"], self.price(self.price_bucket[rows])]
+        return self.combine(rows, pooled["item_id"], pooled["category"])
+
+    def combine(self, rows: Tensor, item_id: Tensor, category: Tensor) -> Tensor:
+        """[..., dim] ID and category embeddings of `rows` -> unit vectors, with price and text added.
+        The one place the tower's parts meet: training (pooled bags) and the ONNX twin (lookups) call it."""
+        parts = [item_id, category, self.price(self.price_bucket[rows])]
         if self.text_proj is not None:
             parts.append(self.text_proj(self.text[rows]))
         return F.normalize(self.mlp(torch.cat(parts, dim=-1)), dim=-1)
@@ -220,33 +227,6 @@ class ItemTower(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block with bidirectional (not causal) attention over valid positions."""
-
-    def __init__(self, config: TwoTowerConfig):
-        super().__init__()
-        d = config.dim
-        self.n_heads = config.n_heads
-        self.dropout = config.dropout
-        self.ln_1 = nn.LayerNorm(d)
-        self.qkv = nn.Linear(d, 3 * d)
-        self.proj = nn.Linear(d, d)
-        self.ln_2 = nn.LayerNorm(d)
-        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d), nn.Dropout(config.dropout))
-
-    def attention(self, x: Tensor, attend: Tensor) -> Tensor:
-        """x: [B, L, D]; attend: BoolTensor[B, 1, 1, L], True where a key may be attended to."""
-        b, length, d = x.shape
-        q, k, v = self.qkv(x).split(d, dim=-1)
-        q, k, v = (t.view(b, length, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=self.dropout if self.training else 0.0)
-        return F.dropout(self.proj(y.transpose(1, 2).reshape(b, length, d)), self.dropout, self.training)
-
-    def forward(self, x: Tensor, attend: Tensor) -> Tensor:
-        x = x + self.attention(self.ln_1(x), attend)
-        return x + self.mlp(self.ln_2(x))
-
-
 class UserTower(nn.Module):
     """Recent item vectors + context -> unit vector.
 
@@ -260,7 +240,7 @@ class UserTower(nn.Module):
         self.position = nn.Embedding(config.max_len, d)  # position L-1 = most recent (left padding)
         nn.init.normal_(self.position.weight, std=0.02)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(Block(config.dim, config.n_heads, config.dropout) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(d)
         self.device_emb = nn.Embedding(N_DEVICES, d)
         self.hour_emb = nn.Embedding(N_HOURS, d)
@@ -294,22 +274,16 @@ class UserTower(nn.Module):
 
 
 def sampled_softmax_logits(scores: Tensor, candidate_log_q: Tensor, temperature: float, candidates: Tensor, positives: Tensor) -> Tensor:
-    """Corrected, masked logits for a sampled softmax whose target for row i is column i.
+    """logQ-corrected logits (sampled_softmax.py) of a sampled softmax whose target for row i is column i.
 
     scores: [B, C] dot products of B users with C candidates, the first B of which are the rows'
     positives; candidate_log_q: [C] log probability that each candidate is drawn as a negative;
-    candidates: [C] their item rows; positives: [B] each row's positive item row.
-
-    logit = score / temperature - log q: the correction applies to the logit the softmax sees, so
-    sampled softmax estimates the full softmax over exp(score / temperature) without favouring the
-    frequently drawn (popular) items. A candidate that is the row's own positive item anywhere but
-    column i (a duplicate in the batch or a sampled negative) is an accidental hit: masked to -inf.
-    """
-    logits = scores / temperature - candidate_log_q.unsqueeze(0)
+    candidates: [C] their item rows; positives: [B] each row's positive item row. A candidate that is
+    the row's own positive anywhere but column i (a duplicate in the batch or a sampled negative) is
+    an accidental hit."""
     hit = candidates.unsqueeze(0) == positives.unsqueeze(1)
-    batch = len(positives)
-    hit[:, :batch].fill_diagonal_(False)
-    return logits.masked_fill(hit, float("-inf"))
+    hit[:, : len(positives)].fill_diagonal_(False)
+    return corrected_logits(scores, candidate_log_q.unsqueeze(0), hit, temperature)
 
 
 class TwoTower(nn.Module):
