@@ -186,13 +186,32 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     config = load_serve_config(args.config, args.overrides)
     prepare_environment(config)  # before Ray Serve is imported
+    from hyperrec.bench.bundles import HistoryProfile
     from hyperrec.bench.run import run_bench
 
     def numbers(text: str) -> list[float]:
         return [float(x) for x in text.split(",") if x.strip()]
 
+    if args.version is not None and args.registry is None:
+        raise SystemExit("--version needs --registry: the registry folder that holds it (e.g. experiments/registry)")
+    orders, items_per_order = numbers(args.profile)
+    profile = HistoryProfile(orders_per_user=orders, items_per_order=items_per_order)
     sizes = [int(x) for x in numbers(args.sizes)]
-    run_bench(config, args.items, numbers(args.rates), args.seconds, sizes, args.size_rate, args.out, args.registry_root, _console())
+    run_bench(
+        config,
+        args.items,
+        numbers(args.rates),
+        args.seconds,
+        sizes,
+        args.size_rate,
+        args.out,
+        args.registry_root,
+        _console(),
+        version=args.version,
+        registry=args.registry,
+        profile=profile,
+        client=args.client,
+    )
 
 
 def cmd_experiment_analyze(args: argparse.Namespace) -> None:
@@ -280,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--registry-root", type=Path, default=Path("experiments/bench/registry"), help="synthetic bundles, one registry per size (reused)"
     )
+    p.add_argument("--registry", type=Path, help="benchmark a version of this registry (a real export, its own shoppers) instead")
+    p.add_argument("--version", help="with --registry: current (default), last-good, latest or vNNNN")
+    p.add_argument("--profile", default="30,10", help="synthetic shoppers: mean orders per user, mean items per order")
+    p.add_argument("--client", choices=["process", "inline"], default="process", help="HTTP load generator: own process or this one")
     p.add_argument("--out", type=Path, default=Path("experiments/results/bench"))
     p.add_argument("--config", type=Path, help="serve YAML to benchmark (defaults otherwise)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="serve settings, e.g. ranking.max_batch_size=64")
