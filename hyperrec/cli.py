@@ -193,7 +193,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         return [float(x) for x in text.split(",") if x.strip()]
 
     if args.version is not None and args.registry is None:
-        raise SystemExit("--version needs --registry: the registry folder that holds it (e.g. experiments/registry)")
+        raise ValueError("--version needs --registry: the registry folder that holds it (e.g. experiments/registry)")
     orders, items_per_order = numbers(args.profile)
     profile = HistoryProfile(orders_per_user=orders, items_per_order=items_per_order)
     sizes = [int(x) for x in numbers(args.sizes)]
