@@ -46,7 +46,7 @@ def run_demo(console: Console, port: int, wait: bool, registry: Path, overrides:
     print_export(result, console)
 
     console.rule("4/4 the endpoint (Ray Serve)")
-    url = start(serve_config)
+    url = start(serve_config, handle_signals=wait)  # a supervisor's early SIGTERM stops it cleanly too
     try:
         show_requests(console, url, result.path)
     except BaseException:
