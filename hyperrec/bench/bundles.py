@@ -114,7 +114,14 @@ def synthetic_bundle(
         )
         ranker = train_served_ranker(features, labels, groups, RankerConfig(epochs=2), staging, TOLERANCE, rng)
         items = ItemTable.from_history(history, shop.catalog)
-        write(staging, item_vectors=plan.item_vectors, index=index, items=items, user_baskets=user_baskets_frame(history, user_ids))
+        write(
+            staging,
+            item_vectors=plan.item_vectors,
+            index=index,
+            items=items,
+            user_baskets=user_baskets_frame(history, user_ids),
+            drift=ranker.drift,
+        )
         manifest = Manifest(
             trained=False,
             model_kind="sasrec",

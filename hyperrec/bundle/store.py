@@ -17,6 +17,7 @@ import pandas as pd
 from pydantic import Field
 
 from hyperrec.bundle import manifest as files
+from hyperrec.bundle.drift import DriftReference
 from hyperrec.bundle.features import ItemTable
 from hyperrec.bundle.manifest import IndexSettings, Manifest, read_manifest
 from hyperrec.bundle.onnx_models import Encoder, OnnxEncoder, OnnxScorer, Scorer
@@ -56,8 +57,9 @@ def staged(folder: Path) -> Iterator[Path]:
         raise
 
 
-def write(folder: Path, *, item_vectors: np.ndarray, index, items: ItemTable, user_baskets: pd.DataFrame) -> None:
-    """The retrieval side of a version (the ONNX files are written, and checked, by export)."""
+def write(folder: Path, *, item_vectors: np.ndarray, index, items: ItemTable, user_baskets: pd.DataFrame, drift: DriftReference) -> None:
+    """The retrieval side of a version and its drift reference (the ONNX files are written, and checked, by export)."""
+    drift.save(folder / files.DRIFT_REFERENCE)
     np.save(folder / files.ITEM_VECTORS, np.ascontiguousarray(item_vectors, np.float32))
     save_index(index, folder / files.ITEM_INDEX)
     items.save(folder / files.ITEMS)
@@ -88,6 +90,11 @@ class Bundle:
     @cached_property
     def item_vectors(self) -> np.ndarray:
         return np.load(self.path / files.ITEM_VECTORS)
+
+    def drift_reference(self) -> DriftReference | None:
+        """None for a version exported before drift references existed."""
+        path = self.path / files.DRIFT_REFERENCE
+        return DriftReference.load(path) if path.is_file() else None
 
     def item_table(self) -> ItemTable:
         return ItemTable.load(self.path / files.ITEMS)

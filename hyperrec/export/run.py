@@ -26,6 +26,7 @@ import torch
 from pydantic import Field
 
 from hyperrec.bundle import manifest as files
+from hyperrec.bundle.drift import DriftReference
 from hyperrec.bundle.features import FEATURE_NAMES, ItemTable
 from hyperrec.bundle.manifest import IndexSettings, Manifest, ParityCheck
 from hyperrec.bundle.onnx_models import OnnxEncoder, OnnxScorer
@@ -92,6 +93,7 @@ class EncoderStep:
 class RankerStep:
     scorer: OnnxScorer
     parity: ParityCheck
+    drift: DriftReference  # its inputs and scores on its own training candidates
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,9 @@ def train_served_ranker(
     parity = export_checked(
         "ranker", ranker, example, {"features": {0: "batch"}}, "scores", folder, [{"features": c} for c in cases], tolerance
     )
-    return RankerStep(OnnxScorer(folder / files.RANKER), parity)
+    scorer = OnnxScorer(folder / files.RANKER)
+    drift = DriftReference.from_values([*FEATURE_NAMES, "score"], np.column_stack([features, scorer(features)]))
+    return RankerStep(scorer, parity, drift)
 
 
 def evaluate_bundle(retrieval: Retrieval, scorer: OnnxScorer, split: Split, folder: Path) -> BundleEvaluation:
@@ -199,7 +203,12 @@ def export_run(run_dir: Path, config: ExportConfig, log: Callable[[str], object]
 
         items = ItemTable.from_history(split.full, catalog)
         write(
-            staging, item_vectors=plan.item_vectors, index=index, items=items, user_baskets=user_baskets_frame(split.full, split.user_ids)
+            staging,
+            item_vectors=plan.item_vectors,
+            index=index,
+            items=items,
+            user_baskets=user_baskets_frame(split.full, split.user_ids),
+            drift=ranker.drift,
         )
         write_triton(staging, plan, config.gpu)
         manifest = Manifest(

@@ -101,3 +101,16 @@ def test_serving_loads_the_saved_index_when_its_settings_match(exported):
     assert saved.index.ntotal == exported.manifest.n_items and exported.manifest.index == IndexSettings(index="auto", ann_threshold=100_000)
     rebuilt = bundle.retrieval(RetrievalConfig(index="ivf"), ModelRuntime())
     assert type(rebuilt.index).__name__ == "IndexIVFFlat" and type(saved.index).__name__ == "IndexFlatIP"
+
+
+def test_export_stores_the_rankers_drift_reference(exported):
+    """The ranker's inputs and scores at export: the drift monitors' reference (its own sample is not
+    a shift; the same candidates scored 3 higher are one, in the score column only)."""
+    from hyperrec.bundle.store import load
+
+    reference = load(exported.path).drift_reference()
+    assert reference.names == [*FEATURE_NAMES, "score"]
+    assert reference.compare(reference.sample).shifted == []
+    moved = reference.sample.copy()
+    moved[:, -1] += 3.0
+    assert reference.compare(moved).shifted == ["score"]
