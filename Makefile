@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv first; `make test` also the Triton sidecar's .venv-triton.
+# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv first; `make test` also the Triton
+# sidecar's .venv-triton and schemathesis' .venv-schemathesis, then lints (ruff) and runs the tests.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -36,7 +37,6 @@ $(TRITON_STAMP): requirements/triton.txt
 $(SCHEMATHESIS_STAMP): requirements/schemathesis.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (schemathesis is installed with it; set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(SCHEMATHESIS_VENV)
-	echo '*' > $(SCHEMATHESIS_VENV)/.gitignore
 	$(SCHEMATHESIS_VENV)/bin/pip install --quiet --upgrade pip
 	$(SCHEMATHESIS_VENV)/bin/pip install --quiet -r requirements/schemathesis.txt
 	touch $(SCHEMATHESIS_STAMP)
@@ -64,4 +64,4 @@ bench: setup
 	$(BIN)/hyperrec bench
 
 clean:
-	rm -rf $(VENV) $(TRITON_VENV) experiments/runs experiments/results
+	rm -rf $(VENV) $(TRITON_VENV) $(SCHEMATHESIS_VENV) experiments/runs experiments/results
