@@ -1,4 +1,5 @@
-"""What serving knows about one user: their recent baskets, as item indices of the catalogue.
+"""What serving knows about one user (or one anonymous session): their recent baskets, as item indices
+of the catalogue, and, online, what they did lately (recent item events, the live cart, searches).
 
 The same object is built offline from `Interactions` (to train and evaluate the serving ranker)
 and online from the events a shop sends (the online store), so that the features the ranker was
@@ -7,6 +8,11 @@ trained on are computed by the same code at request time.
 A state is a snapshot (the store hands out a fresh one per request). What features, retrieval and
 the policy's reasons need of the whole history (`History`: per-item counts, recency, decayed
 counts) is computed once per state, with array operations, the first time one of them asks.
+
+The served models are trained on purchases; of the rest they read the live intent (`live_items`:
+what the shopper viewed, clicked or carted since their last purchase), which the encoder reads
+after the purchased items. A state built from purchases alone (export's) has none, so what the
+models see of it is unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ MAX_BASKETS = 100  # older baskets are forgotten online; features look at most t
 DECAYS = (0.8, 0.5)  # decays of the ranking features, summed once with the rest of the history
 
 EMPTY = np.empty(0, np.int64)
+ITEM_EVENTS = ("view", "click", "add_to_cart", "remove_from_cart", "purchase")  # `Recent.kinds` codes index this
+INTENT = np.array([ITEM_EVENTS.index(k) for k in ("view", "click", "add_to_cart")])  # kinds that show what they want now
+REMOVE, PURCHASE = ITEM_EVENTS.index("remove_from_cart"), ITEM_EVENTS.index("purchase")
 
 
 @dataclass(frozen=True)
@@ -67,11 +76,34 @@ class History:
         return at, self.items[at] == items
 
 
+@dataclass(frozen=True, eq=False)
+class Recent:
+    """Recent item events, oldest first (ties: by kind code, then item): what each one was, on which item, when."""
+
+    items: np.ndarray = field(default_factory=lambda: EMPTY)
+    kinds: np.ndarray = field(default_factory=lambda: EMPTY)  # codes into ITEM_EVENTS
+    times: np.ndarray = field(default_factory=lambda: EMPTY)  # microseconds since the epoch
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def union(self, other: Recent) -> Recent:
+        """Both event lists as one, in time order, an event both hold (same time, kind and item) once."""
+        if not len(other) or not len(self):
+            return other if len(other) else self
+        rows = np.unique(np.stack([np.r_[self.times, other.times], np.r_[self.kinds, other.kinds], np.r_[self.items, other.items]]), axis=1)
+        return Recent(rows[2], rows[1], rows[0])
+
+
 @dataclass
 class UserState:
     baskets: list[np.ndarray] = field(default_factory=list)  # oldest first; item indices
     shown: dict[int, int] = field(default_factory=dict)  # item -> times shown since the last click
+    events: Recent = field(default_factory=Recent)  # online only: recent item events
+    cart: dict[int, int] = field(default_factory=dict)  # online only: item -> quantity in the live cart
+    queries: list[str] = field(default_factory=list)  # online only: recent distinct searches, the latest last
     _history: History | None = field(default=None, init=False, repr=False, compare=False)
+    _live: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_history(cls, history: Interactions, user: int) -> UserState:
@@ -87,9 +119,36 @@ class UserState:
             self._history = History.of(self.baskets)
         return self._history
 
+    def live_items(self) -> np.ndarray:
+        """Items viewed, clicked or put in the cart after the last purchase among `events`, each once, by its last time;
+        an item whose last such event took it out of the cart is left out (the shopper changed their mind)."""
+        if self._live is None:
+            e = self.events
+            after = np.flatnonzero(e.kinds == PURCHASE)
+            start = after[-1] + 1 if len(after) else 0
+            kinds, items = e.kinds[start:], e.items[start:]
+            keep = np.isin(kinds, INTENT) | (kinds == REMOVE)
+            kinds, items = kinds[keep], items[keep]
+            last = np.sort(len(items) - 1 - np.unique(items[::-1], return_index=True)[1])  # each item's last position
+            self._live = items[last][kinds[last] != REMOVE]
+        return self._live
+
+    @property
+    def has_signal(self) -> bool:
+        """Anything to personalize on: a purchase, or live intent."""
+        return bool(self.baskets) or len(self.live_items()) > 0
+
+    def with_session(self, session: UserState) -> UserState:
+        """This user's state with a session's events, cart and searches added (what an identify merges for good)."""
+        cart = self.cart | {item: max(q, self.cart.get(item, 0)) for item, q in session.cart.items()}
+        queries = [q for q in self.queries if q not in session.queries] + session.queries
+        return UserState(self.baskets, self.shown, self.events.union(session.events), cart, queries)
+
     def sequence(self, max_len: int) -> np.ndarray:
-        """(max_len,) ids 1..n_items of the last max_len items bought, left-padded with 0 (as in training)."""
-        return pad_left(self.history().flat + 1, max_len)
+        """(max_len,) ids 1..n_items of the last max_len items bought, then the live items, left-padded with 0 (as in training)."""
+        live = self.live_items()
+        flat = np.concatenate([self.history().flat, live]) if len(live) else self.history().flat
+        return pad_left(flat + 1, max_len)
 
     def item_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Items the user bought, in how many baskets, and how many baskets ago last (0 = last basket)."""

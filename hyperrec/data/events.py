@@ -1,8 +1,10 @@
 """The event contract: what a shop sends, one pydantic model per event kind.
 
-User events (view, click, add_to_cart, remove_from_cart, purchase, search) share the user id,
-session id, timestamp and context; catalog events (price_change, stock_change) concern an item.
-Every event carries `schema_version`. Inside hyperrec, events travel as a columnar table
+User events (view, click, add_to_cart, remove_from_cart, purchase, search) share the session id,
+the user id (absent for an anonymous shopper, since version 2), timestamp and context; `identify`
+(version 2) says a session belongs to a user (a shopper who logs in); catalog events (price_change,
+stock_change) concern an item. Every event carries `schema_version`: 2 is the current contract,
+1 (no `identify`, a user id on every user event) is still accepted; left out, it is 2. Inside hyperrec, events travel as a columnar table
 (`EVENT_COLUMNS`) so that millions of them stay cheap; `events_to_frame` and `frame_to_records`
 convert between the two.
 """
@@ -17,7 +19,8 @@ import numpy as np
 import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+Version = Literal[1, 2]  # every version still accepted
 NonEmpty = Annotated[str, Field(min_length=1, max_length=256)]
 
 
@@ -32,12 +35,12 @@ class Context(BaseModel):
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Version = SCHEMA_VERSION
     timestamp: AwareDatetime
 
 
 class _UserEvent(_Event):
-    user_id: NonEmpty
+    user_id: NonEmpty | None = Field(None, description="the shop's user id; absent for an anonymous shopper (version 2)")
     session_id: NonEmpty
     context: Context = Context()
 
@@ -78,6 +81,15 @@ class Search(_UserEvent):
     query: str = Field(min_length=1, max_length=512)
 
 
+class Identify(_Event):
+    """The session's shopper is this user (they logged in): the session's events join the user's history."""
+
+    schema_version: Literal[2] = SCHEMA_VERSION
+    event_type: Literal["identify"]
+    session_id: NonEmpty
+    user_id: NonEmpty
+
+
 class PriceChange(_Event):
     event_type: Literal["price_change"]
     item_id: NonEmpty
@@ -91,7 +103,7 @@ class StockChange(_Event):
 
 
 Event = Annotated[
-    View | Click | AddToCart | RemoveFromCart | Purchase | Search | PriceChange | StockChange,
+    View | Click | AddToCart | RemoveFromCart | Purchase | Search | Identify | PriceChange | StockChange,
     Field(discriminator="event_type"),
 ]
 # Each event kind's model by its `event_type` tag, read from the union above (the one list of kinds).
@@ -145,6 +157,8 @@ def _reason(error: ValidationError) -> str:
         # Drop the union tag pydantic inserts (e.g. 'purchase') so the field path reads naturally.
         if loc and loc[0] in EVENT_TYPES:
             loc = loc[1:]
+        if e["type"] in ("union_tag_invalid", "union_tag_not_found"):  # an unknown or missing kind
+            loc = ["event_type"]
         parts.append(f"{'.'.join(loc) or 'event'}: {e['msg']}")
     return "; ".join(parts)
 

@@ -27,13 +27,12 @@ from hyperrec.data.offline_store import OfflineStore
 from hyperrec.registry import Registry
 from hyperrec.serve.candidate_cache import CandidateCache
 from hyperrec.serve.config import ServeConfig
-from hyperrec.serve.online_store import OnlineStore, unique_in_order
+from hyperrec.serve.online_store import Action, OnlineStore, Subject
 from hyperrec.serve.policy import Pick, Policy, popular_picks
 from hyperrec.serve.schemas import EventsResponse, RecommendRequest, RecommendResponse
 from hyperrec.serve.stages import RankingStage, RetrievalStage
 
 logger = logging.getLogger(__name__)
-ENGAGEMENT = ("click", "add_to_cart", "purchase")  # events that reset an item's impression count
 
 
 class Stages(Protocol):
@@ -163,19 +162,21 @@ class RecommendFlow:
         degraded: list[str] = []
         timer = StageTimer(started)
         try:
-            state = self.store.users([request.user_id])[0]
+            state, subject = self._state(request)
             out_of_stock = np.fromiter(self.store.out_of_stock(), np.int64)
             prices = self.store.prices()
         except Exception as exc:  # the store is down: answer without personal data
             degraded.append(f"online store: {type(exc).__name__}: {exc}"[:300])
             state, out_of_stock, prices = None, np.empty(0, np.int64), {}
+            subject = _subjects(request)[0]
         timer.lap("online_store")
         picks: list[Pick] | None = None
         served_by, served_version = "popularity", version
-        blocked = np.concatenate([out_of_stock, excluded])
-        if state is not None and state.baskets:  # nothing bought yet: nothing to personalize on
+        in_cart = np.fromiter(state.cart, np.int64, len(state.cart)) if state is not None else np.empty(0, np.int64)
+        blocked = np.concatenate([out_of_stock, excluded, in_cart])  # the cart's items are no recommendation
+        if state is not None and state.has_signal:  # nothing bought, viewed or carted yet: nothing to personalize on
             try:
-                candidates, hit = await self._candidates(version, request, state, out_of_stock, prices)
+                candidates, hit = await self._candidates(version, subject, request, state, out_of_stock, prices)
                 timer.lap("retrieval")
                 if not hit:
                     timer.ms.update(candidates.stage_ms)
@@ -205,13 +206,14 @@ class RecommendFlow:
             taken = np.array([p.item for p in picks], np.int64)
             picks += popular_picks(items.table, items.popular_in_stock, np.concatenate([blocked, taken]), request.k - len(picks))
         try:
-            self.store.add_shown(request.user_id, [p.item for p in picks])
+            self.store.add_shown(subject, [p.item for p in picks])
         except Exception as exc:  # a lost impression count must not fail the answer
-            logger.warning("online store: impressions of %s not recorded: %s", request.user_id, exc)
+            logger.warning("online store: impressions of %s %s not recorded: %s", *subject, exc)
         answer = [{"item_id": items.table.item_ids[p.item], "score": round(p.score, 6), "reason": p.reason} for p in picks]
         timer.lap("response")
         return RecommendResponse(
             user_id=request.user_id,
+            session_id=request.session_id,
             items=answer,
             model_version=served_version,
             served_by=served_by,
@@ -221,10 +223,25 @@ class RecommendFlow:
             stage_ms={name: round(ms, 4) for name, ms in timer.ms.items()},
         )
 
+    def _state(self, request: RecommendRequest) -> tuple[UserState | None, Subject]:
+        """The shopper's state and whose it is: the user's (with the session's added when the request names both and
+        the store knows both), else the session's; impressions go to the user when there is one."""
+        subjects = _subjects(request)
+        states = self.store.states(subjects)
+        if len(states) == 2 and states[0] is not None and states[1] is not None:
+            return states[0].with_session(states[1]), subjects[0]
+        return next((s for s in states if s is not None), None), subjects[0]
+
     async def _candidates(
-        self, version: str, request: RecommendRequest, state: UserState, out_of_stock: np.ndarray, prices: dict[int, float]
+        self,
+        version: str,
+        subject: Subject,
+        request: RecommendRequest,
+        state: UserState,
+        out_of_stock: np.ndarray,
+        prices: dict[int, float],
     ) -> tuple[Candidates, bool]:
-        """The user's candidates, and whether they came from the cache."""
+        """The shopper's candidates, and whether they came from the cache."""
         now = time.time()
         context = context_arrays([request.context.model_dump()], np.array([now]))
         last = state.baskets[-1] if state.baskets else np.empty(0, np.int64)
@@ -236,13 +253,15 @@ class RecommendFlow:
             int(context["device"][0]),
             int(context["hour"][0]),
             int(context["weekday"][0]),
+            state.live_items().tobytes(),
         )
-        cached = self.cache.get(request.user_id, key)
+        shopper = ":".join(subject)
+        cached = self.cache.get(shopper, key)
         if cached is not None:
             return cached, True
         call = self.stages.candidates(version, [state], context, out_of_stock, prices)
         candidates = (await self._stage(call, self.config.budgets.retrieval_ms, f"retrieval {version}"))[0]
-        self.cache.put(request.user_id, key, candidates)
+        self.cache.put(shopper, key, candidates)
         return candidates, False
 
     @staticmethod
@@ -264,18 +283,15 @@ class RecommendFlow:
             self.event_log.append(events_to_frame(report.accepted))  # durable before anything else sees them
         index = self.items[self.current].index if self.current else {}
         unknown = 0
-        purchases: dict[tuple[str, str], list[int]] = {}
+        actions: list[Action] = []
         for event in report.accepted:
-            item = index.get(getattr(event, "item_id", None))
-            if getattr(event, "item_id", None) is not None and item is None:
+            item_id = getattr(event, "item_id", None)
+            item = index.get(item_id) if item_id is not None else -1
+            if item is None:
                 unknown += 1
                 continue
             kind = event.event_type
-            if kind == "purchase":
-                purchases.setdefault((event.user_id, event.order_id), []).append(item)
-            if kind in ENGAGEMENT:
-                self.store.reset_shown(event.user_id, [item])
-            elif kind == "stock_change":
+            if kind == "stock_change":
                 self.store.set_stock(item, event.stock)
                 if event.stock <= 0:
                     self.cache.invalidate_item(item)
@@ -284,8 +300,9 @@ class RecommendFlow:
             elif kind == "price_change":
                 self.store.set_price(item, event.price)
                 self.cache.invalidate_item(item)
-        for (user, order), bought in purchases.items():
-            self.store.add_purchase(user, order, unique_in_order(bought))
+            else:  # every user event and identify: the shoppers' online state
+                actions.append(Action.of(event, item))
+        self.store.apply(sorted(actions, key=lambda a: a.time_us))  # a batch in time order (stable), as export orders the log
         rejected = [{"index": r.index, "reason": r.reason} for r in report.rejected]
         return EventsResponse(accepted=len(report.accepted), rejected=rejected, unknown_items=unknown)
 
@@ -301,6 +318,12 @@ class StageTimer:
         now = time.perf_counter()
         self.ms[stage] = self.ms.get(stage, 0.0) + 1000 * (now - self.last)
         self.last = now
+
+
+def _subjects(request: RecommendRequest) -> list[Subject]:
+    """The user, then the session, of those the request names."""
+    named: list[Subject] = [("user", request.user_id), ("session", request.session_id)]
+    return [(kind, name) for kind, name in named if name is not None]
 
 
 async def _awaited(call: Any) -> Any:

@@ -1,40 +1,113 @@
-"""The online feature store: each user's recent baskets and impression counts, item stock and price.
+"""The online state: per user and per session, what the shop's events say they did lately.
 
-`/events` writes here and the very next `/recommend` reads it, so a purchase made a moment ago
-changes the next answer. Two implementations behind one interface: `MemoryStore` (in the
-ingress process; the default, one replica) and `RedisStore` (hyperrec/serve/redis_store.py;
-shared by any number of replicas and surviving restarts).
+`/events` writes here and the very next `/recommend` reads it, so a view, a cart change or a
+purchase made a moment ago changes the next answer. Each user and each session (a *subject*) has:
 
-Items are catalogue row indices; users are the shop's own string ids.
+- baskets: the purchases, one basket per order (an order's later lines join it), ordered by the
+  order's time (its first line), as export's `build_interactions` orders them; the last
+  `caps.baskets` kept. What the served models are trained on.
+- events: the recent item events (item, kind, time: view, click, add_to_cart,
+  remove_from_cart, purchase), in time order, the last `caps.events`.
+- cart: the live cart, item -> quantity (adds minus removes; a purchase takes out what it
+  bought); at most `caps.cart` distinct items, an add of a new item to a full cart is ignored.
+- queries: the recent distinct searches, by their last time, the last `caps.queries`.
+- shown: impression counts for frequency caps (an engagement with an item resets its count).
+
+An event with a user id updates the user's state and the session's; one without (an anonymous
+shopper) the session's only. An `identify` merges the session's state into the user's (a union:
+applying it twice, or after events that named both, counts nothing twice). Every action is atomic.
+
+Two implementations behind one interface: `MemoryStore` (in the ingress process; the default,
+one replica) and `RedisStore` (hyperrec/serve/redis_store.py; shared by any number of replicas
+and surviving restarts). Items are catalogue row indices; users and sessions the shop's own ids.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from hyperrec.bundle.user_state import MAX_BASKETS, UserState
+from hyperrec.bundle.user_state import EMPTY, ITEM_EVENTS, MAX_BASKETS, Recent, UserState
+from hyperrec.config import StrictModel
+
+Subject = tuple[Literal["user", "session"], str]
+ENGAGEMENT = ("click", "add_to_cart", "purchase")  # events that reset an item's impression count
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SEED_TIME = float("-inf")  # seeded baskets (no time in the bundle) come before any live order
+
+
+class StateCaps(StrictModel):
+    """How much of each subject's recent behaviour the online state keeps."""
+
+    events: int = Field(200, ge=1, description="recent item events per user and per session")
+    cart: int = Field(100, ge=1, description="distinct items in a live cart (adding a new item to a full cart is ignored)")
+    queries: int = Field(20, ge=1, description="recent distinct search queries")
+    baskets: int = Field(MAX_BASKETS, ge=1, le=MAX_BASKETS, description="purchase baskets (the oldest by time are forgotten)")
+
+
+@dataclass(frozen=True)
+class Action:
+    """One contract event as the online state applies it (catalog events are not actions)."""
+
+    kind: str  # one of ITEM_EVENTS, "search" or "identify"
+    time_us: int  # microseconds since the epoch
+    user_id: str | None
+    session_id: str | None
+    item: int = -1  # catalogue row of the item events
+    quantity: int = 1
+    order_id: str | None = None  # purchases
+    query: str = ""  # searches
+
+    @classmethod
+    def of(cls, event: Any, item: int = -1) -> Action:
+        """From a validated user event or identify; `item`: its item's catalogue row."""
+        time_us = (event.timestamp - EPOCH) // timedelta(microseconds=1)
+        query = getattr(event, "query", "")
+        order = getattr(event, "order_id", None)
+        return cls(event.event_type, time_us, event.user_id, event.session_id, item, getattr(event, "quantity", 1), order, query)
+
+    def subjects(self) -> list[Subject]:
+        """Whose state it updates: an identify only the user's; other actions the user's and the session's."""
+        if self.kind == "identify":
+            return [("user", self.user_id)]
+        return ([("user", self.user_id)] if self.user_id else []) + ([("session", self.session_id)] if self.session_id else [])
+
+
+def order_field(order_id: str) -> str:
+    """A live order's key among the subject's baskets (seeded ones are `s:` and their position)."""
+    return f"o:{order_id}"
+
+
+def seed_field(position: int) -> str:
+    return f"s:{position:06d}"
 
 
 class OnlineStore(ABC):
-    @abstractmethod
+    caps: StateCaps
+
     def users(self, user_ids: list[str]) -> list[UserState | None]:
         """The state of each user, None for users the store has never seen."""
+        return self.states([("user", u) for u in user_ids])
 
     @abstractmethod
-    def add_purchase(self, user_id: str, order_id: str, items: list[int]) -> None:
-        """Items bought in `order_id`: appended to that basket if it is the user's latest, else a new basket."""
+    def states(self, subjects: list[Subject]) -> list[UserState | None]:
+        """The state of each user or session, None for those the store has never seen."""
 
     @abstractmethod
-    def add_shown(self, user_id: str, items: list[int]) -> None:
-        """The items were shown to the user (frequency caps count these)."""
+    def apply(self, actions: list[Action]) -> None:
+        """Apply the actions in their order, each one atomically (see the module's docstring)."""
 
     @abstractmethod
-    def reset_shown(self, user_id: str, items: list[int]) -> None:
-        """The user engaged with the items (click, cart, purchase): their impression counts start again."""
+    def add_shown(self, subject: Subject, items: list[int]) -> None:
+        """The items were shown to the user or session (frequency caps count these)."""
 
     @abstractmethod
     def set_stock(self, item: int, stock: int) -> None: ...
@@ -52,49 +125,115 @@ class OnlineStore(ABC):
 
     @abstractmethod
     def seed(self, baskets: dict[str, list[np.ndarray]]) -> int:
-        """Load users' histories (e.g. from the offline data at deploy); users already present are kept. Returns users added."""
+        """Load users' histories (e.g. from the offline data at deploy); users with baskets already are kept. Returns users added."""
 
     def close(self) -> None:  # noqa: B027 -- a store with no connections has nothing to release
         """Release connections."""
 
 
+@dataclass
+class _State:
+    """One subject in `MemoryStore`, kept in the order `RedisStore`'s sorted sets keep theirs."""
+
+    orders: dict[str, tuple[float, np.ndarray]] = field(default_factory=dict)  # field -> (basket time, items)
+    events: list[tuple[int, int, int]] = field(default_factory=list)  # (time, kind code, item), sorted, distinct
+    cart: dict[int, int] = field(default_factory=dict)
+    queries: dict[str, int] = field(default_factory=dict)  # query -> its last time
+    shown: dict[int, int] = field(default_factory=dict)
+    _baskets: list[np.ndarray] | None = None  # `orders` by (time, field), rebuilt after a change
+
+    def snapshot(self) -> UserState:
+        if self._baskets is None:
+            self._baskets = [self.orders[f][1] for f in sorted(self.orders, key=lambda f: (self.orders[f][0], f))]
+        events = np.array(self.events, np.int64).reshape(-1, 3)
+        queries = [q for q, _ in sorted(self.queries.items(), key=lambda kv: (kv[1], kv[0]))]
+        return UserState(list(self._baskets), dict(self.shown), Recent(events[:, 2], events[:, 1], events[:, 0]), dict(self.cart), queries)
+
+    def add_event(self, event: tuple[int, int, int], cap: int) -> None:
+        at = bisect.bisect_left(self.events, event)
+        if at == len(self.events) or self.events[at] != event:
+            self.events.insert(at, event)
+        del self.events[: max(len(self.events) - cap, 0)]
+
+    def add_query(self, query: str, time_us: int, cap: int) -> None:
+        self.queries[query] = max(time_us, self.queries.get(query, time_us))
+        while len(self.queries) > cap:
+            del self.queries[min(self.queries, key=lambda q: (self.queries[q], q))]
+
+    def add_to_basket(self, key: str, time_us: float, items: np.ndarray, cap: int) -> None:
+        t, basket = self.orders.get(key, (time_us, EMPTY))
+        self.orders[key] = (min(t, time_us), np.array(unique_in_order([*basket.tolist(), *items.tolist()]), np.int64))
+        self._baskets = None
+        while len(self.orders) > cap:
+            del self.orders[min(self.orders, key=lambda f: (self.orders[f][0], f))]
+
+    def add_to_cart(self, item: int, quantity: int, cap: int) -> None:
+        if item in self.cart or len(self.cart) < cap:
+            self.cart[item] = self.cart.get(item, 0) + quantity
+
+    def apply(self, action: Action, caps: StateCaps) -> None:
+        if action.kind == "search":
+            self.add_query(action.query, action.time_us, caps.queries)
+            return
+        self.add_event((action.time_us, ITEM_EVENTS.index(action.kind), action.item), caps.events)
+        if action.kind in ENGAGEMENT:
+            self.shown.pop(action.item, None)
+        if action.kind == "add_to_cart":
+            self.add_to_cart(action.item, action.quantity, caps.cart)
+        elif action.kind == "remove_from_cart":
+            left = self.cart.get(action.item, 0) - action.quantity
+            if left > 0:
+                self.cart[action.item] = left
+            else:
+                self.cart.pop(action.item, None)
+        elif action.kind == "purchase":
+            self.cart.pop(action.item, None)
+            self.add_to_basket(order_field(action.order_id), action.time_us, np.array([action.item], np.int64), caps.baskets)
+
+    def merge(self, session: _State, caps: StateCaps) -> None:
+        """The session's state into this one: a union, so merging twice changes nothing."""
+        for event in session.events:
+            self.add_event(event, caps.events)
+        for query, t in session.queries.items():
+            self.add_query(query, t, caps.queries)
+        for item, quantity in session.cart.items():
+            if item in self.cart or len(self.cart) < caps.cart:
+                self.cart[item] = max(quantity, self.cart.get(item, 0))
+        for item, times in session.shown.items():
+            self.shown[item] = max(times, self.shown.get(item, 0))
+        for key, (t, items) in session.orders.items():
+            self.add_to_basket(key, t, items, caps.baskets)
+
+
 class MemoryStore(OnlineStore):
-    def __init__(self) -> None:
+    def __init__(self, caps: StateCaps | None = None) -> None:
+        self.caps = caps or StateCaps()
         self._lock = threading.Lock()
-        self._baskets: dict[str, list[np.ndarray]] = {}
-        self._last_order: dict[str, str] = {}
-        self._shown: dict[str, dict[int, int]] = {}
+        self._subjects: dict[Subject, _State] = {}
         self._stock: dict[int, int] = {}
         self._prices: dict[int, float] = {}
 
-    def users(self, user_ids: list[str]) -> list[UserState | None]:
+    def states(self, subjects: list[Subject]) -> list[UserState | None]:
         with self._lock:
-            return [
-                UserState(list(self._baskets.get(u, [])), dict(self._shown.get(u, {}))) if u in self._baskets or u in self._shown else None
-                for u in user_ids
-            ]
+            return [self._subjects[s].snapshot() if s in self._subjects else None for s in subjects]
 
-    def add_purchase(self, user_id: str, order_id: str, items: list[int]) -> None:
+    def apply(self, actions: list[Action]) -> None:
         with self._lock:
-            baskets = self._baskets.setdefault(user_id, [])
-            if baskets and self._last_order.get(user_id) == order_id:
-                baskets[-1] = np.array(unique_in_order([*baskets[-1], *items]), np.int64)
-            else:
-                baskets.append(np.array(unique_in_order(items), np.int64))
-                del baskets[:-MAX_BASKETS]
-            self._last_order[user_id] = order_id
+            for action in actions:
+                for subject in action.subjects():
+                    state = self._subjects.setdefault(subject, _State())
+                    if action.kind == "identify":
+                        session = self._subjects.get(("session", action.session_id))
+                        if session is not None:
+                            state.merge(session, self.caps)
+                    else:
+                        state.apply(action, self.caps)
 
-    def add_shown(self, user_id: str, items: list[int]) -> None:
+    def add_shown(self, subject: Subject, items: list[int]) -> None:
         with self._lock:
-            shown = self._shown.setdefault(user_id, {})
+            shown = self._subjects.setdefault(subject, _State()).shown
             for item in items:
                 shown[item] = shown.get(item, 0) + 1
-
-    def reset_shown(self, user_id: str, items: list[int]) -> None:
-        with self._lock:
-            shown = self._shown.get(user_id, {})
-            for item in items:
-                shown.pop(item, None)
 
     def set_stock(self, item: int, stock: int) -> None:
         with self._lock:
@@ -116,9 +255,11 @@ class MemoryStore(OnlineStore):
         added = 0
         with self._lock:
             for user, user_baskets in baskets.items():
-                if user not in self._baskets:
-                    self._baskets[user] = [np.asarray(b, np.int64) for b in user_baskets[-MAX_BASKETS:]]
-                    self._last_order[user] = f"seed:{len(user_baskets)}"
+                state = self._subjects.setdefault(("user", user), _State())
+                if not state.orders:
+                    kept = user_baskets[-self.caps.baskets :]
+                    state.orders = {seed_field(i): (SEED_TIME, np.asarray(b, np.int64)) for i, b in enumerate(kept)}
+                    state._baskets = None
                     added += 1
         return added
 

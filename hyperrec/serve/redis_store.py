@@ -1,19 +1,25 @@
 """`OnlineStore` in Redis: shared by every serving replica and surviving their restarts.
 
-Keys (every one prefixed with the store's namespace; the kind comes before the user id, so no
-user id, whatever it contains, can make one user's key equal another's):
+Keys, per subject (`{s}` is `user:{user id}` or `session:{session id}`; every key is prefixed with
+the store's namespace and the kind comes before the id, so no id, whatever it contains, can make
+one subject's key equal another's):
 
-    {ns}:user:{user}     hash  `seen` (every user the store knows, impressions alone included),
-                               `order` (the last order id; only users with a basket history),
-                               `shown:{item}` -> times the item was shown since the last reset
-    {ns}:baskets:{user}  list  baskets oldest first, each its items as packed little-endian int64
-    {ns}:out_of_stock    set   items whose last stock was <= 0
-    {ns}:prices          hash  item -> price
+    {ns}:{s}            hash  `seen` (every subject the store knows, impressions alone included),
+                              `shown:{item}` -> times the item was shown since the last engagement
+    {ns}:orders:{s}     zset  basket field -> the order's time (its first line, microseconds);
+                              fields `o:{order id}` (live) and `s:{position}` (seeded, at -inf)
+    {ns}:lines:{s}      hash  basket field -> its items, packed little-endian int64, first-seen order
+    {ns}:events:{s}     zset  (time, kind, item) packed big-endian, 17 bytes -> time: the recent
+                              item events (ties ordered by kind, then item)
+    {ns}:cart:{s}       hash  item -> quantity
+    {ns}:queries:{s}    zset  query -> its last time
+    {ns}:out_of_stock   set   items whose last stock was <= 0
+    {ns}:prices         hash  item -> price
 
-Writes that read before they write (a purchase appending to the latest basket, seeding only
-new users) are Lua scripts, so two replicas writing the same user cannot lose an update.
-Every call is one round trip: `users()` reads a whole batch in one MULTI/EXEC pipeline.
-Timeouts and pool size come with the URL, e.g. `redis://host:6379/0?socket_timeout=0.05`.
+Every action is one Lua script (`APPLY`, `IDENTIFY`, `SEED_USER`) over all the keys it touches,
+so two replicas writing the same subject cannot lose an update; a batch of actions is one
+pipelined round trip, and `states()` reads a whole batch in one MULTI/EXEC pipeline. Timeouts and
+pool size come with the URL, e.g. `redis://host:6379/0?socket_timeout=0.05`.
 """
 
 from __future__ import annotations
@@ -23,41 +29,119 @@ from collections import Counter
 import numpy as np
 import redis
 
-from hyperrec.bundle.user_state import MAX_BASKETS, UserState
-from hyperrec.serve.online_store import OnlineStore, unique_in_order
+from hyperrec.bundle.user_state import ITEM_EVENTS, Recent, UserState
+from hyperrec.serve.online_store import Action, OnlineStore, StateCaps, Subject, order_field, seed_field
 
 ITEM = np.dtype("<i8")  # how an item is stored inside a basket
+EVENT = np.dtype([("time", ">i8"), ("kind", "u1"), ("item", ">i8")])  # an events member: byte order = time order
+KEYS_PER_SUBJECT = 6  # hash, orders, lines, events, cart, queries
 
-# KEYS: user hash, baskets list. ARGV: order id, the new items (packed, unique), MAX_BASKETS.
-# Appending merges 8-byte item strings, so items stay unique and in first-seen order.
-ADD_PURCHASE = """
-if redis.call('HGET', KEYS[1], 'order') == ARGV[1] and redis.call('EXISTS', KEYS[2]) == 1 then
-  local basket, seen = {}, {}
-  for _, packed in ipairs({redis.call('LINDEX', KEYS[2], -1), ARGV[2]}) do
+# Helpers shared by the scripts. Caps: ARGV[1..4] = events, cart, queries, baskets.
+LIB = """
+local cap_events, cap_cart, cap_queries, cap_baskets = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local function trim(key, cap)
+  local over = redis.call('ZCARD', key) - cap
+  if over > 0 then return redis.call('ZPOPMIN', key, over) end
+  return {}
+end
+local function add_to_basket(orders, lines, field, time, packed)
+  local basket = redis.call('HGET', lines, field)
+  if basket then
+    local out, seen = {basket}, {}
+    for i = 1, #basket, 8 do seen[string.sub(basket, i, i + 7)] = true end
     for i = 1, #packed, 8 do
       local item = string.sub(packed, i, i + 7)
       if not seen[item] then
         seen[item] = true
-        basket[#basket + 1] = item
+        out[#out + 1] = item
       end
     end
+    packed = table.concat(out)
   end
-  redis.call('LSET', KEYS[2], -1, table.concat(basket))
-else
-  redis.call('RPUSH', KEYS[2], ARGV[2])
-  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+  redis.call('HSET', lines, field, packed)
+  redis.call('ZADD', orders, 'LT', time, field)
+  local popped = trim(orders, cap_baskets)
+  for i = 1, #popped, 2 do redis.call('HDEL', lines, popped[i]) end
 end
-redis.call('HSET', KEYS[1], 'seen', 1, 'order', ARGV[1])
+local function add_to_cart(cart, item, quantity)
+  if redis.call('HEXISTS', cart, item) == 1 or redis.call('HLEN', cart) < cap_cart then
+    redis.call('HINCRBY', cart, item, quantity)
+  end
+end
 """
 
-# KEYS: user hash, baskets list. ARGV: seed order id, then the baskets (packed). Returns 1 if seeded.
+# KEYS: 6 per subject (user then session, or one of them). ARGV: caps, kind, time, item, event member,
+# quantity, basket field, packed item, query.
+APPLY = (
+    LIB
+    + """
+local kind, time, item, member, quantity, field, packed, query = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local engagement = kind == 'click' or kind == 'add_to_cart' or kind == 'purchase'
+for s = 0, #KEYS / 6 - 1 do
+  local hash, orders, lines, events, cart, queries = KEYS[6*s+1], KEYS[6*s+2], KEYS[6*s+3], KEYS[6*s+4], KEYS[6*s+5], KEYS[6*s+6]
+  redis.call('HSET', hash, 'seen', 1)
+  if kind == 'search' then
+    redis.call('ZADD', queries, 'GT', time, query)
+    trim(queries, cap_queries)
+  else
+    redis.call('ZADD', events, time, member)
+    trim(events, cap_events)
+    if engagement then redis.call('HDEL', hash, 'shown:' .. item) end
+    if kind == 'add_to_cart' then
+      add_to_cart(cart, item, quantity)
+    elseif kind == 'remove_from_cart' then
+      local left = tonumber(redis.call('HGET', cart, item) or '0') - tonumber(quantity)
+      if left > 0 then redis.call('HSET', cart, item, left) else redis.call('HDEL', cart, item) end
+    elseif kind == 'purchase' then
+      redis.call('HDEL', cart, item)
+      add_to_basket(orders, lines, field, time, packed)
+    end
+  end
+end
+"""
+)
+
+# KEYS: the user's 6, then the session's 6. ARGV: caps. The session's state joins the user's (a union).
+IDENTIFY = (
+    LIB
+    + """
+local hash, orders, lines, events, cart, queries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+redis.call('HSET', hash, 'seen', 1)
+redis.call('ZUNIONSTORE', events, 2, events, KEYS[10], 'AGGREGATE', 'MIN')
+trim(events, cap_events)
+redis.call('ZUNIONSTORE', queries, 2, queries, KEYS[12], 'AGGREGATE', 'MAX')
+trim(queries, cap_queries)
+local session_cart = redis.call('HGETALL', KEYS[11])
+for i = 1, #session_cart, 2 do
+  local item, quantity = session_cart[i], tonumber(session_cart[i + 1])
+  if redis.call('HEXISTS', cart, item) == 1 or redis.call('HLEN', cart) < cap_cart then
+    redis.call('HSET', cart, item, math.max(quantity, tonumber(redis.call('HGET', cart, item) or '0')))
+  end
+end
+local session_hash = redis.call('HGETALL', KEYS[7])
+for i = 1, #session_hash, 2 do
+  local f = session_hash[i]
+  if string.sub(f, 1, 6) == 'shown:' then
+    redis.call('HSET', hash, f, math.max(tonumber(session_hash[i + 1]), tonumber(redis.call('HGET', hash, f) or '0')))
+  end
+end
+local session_orders = redis.call('ZRANGE', KEYS[8], 0, -1, 'WITHSCORES')
+for i = 1, #session_orders, 2 do
+  local field = session_orders[i]
+  add_to_basket(orders, lines, field, session_orders[i + 1], redis.call('HGET', KEYS[9], field))
+end
+"""
+)
+
+# KEYS: the user's hash, orders, lines. ARGV: caps, then the baskets (packed). Returns 1 if seeded.
 SEED_USER = """
-if redis.call('HEXISTS', KEYS[1], 'order') == 1 then
+if redis.call('ZCARD', KEYS[2]) > 0 then
   return 0
 end
-redis.call('HSET', KEYS[1], 'seen', 1, 'order', ARGV[1])
-if #ARGV > 1 then
-  redis.call('RPUSH', KEYS[2], unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], 'seen', 1)
+for i = 5, #ARGV, 2 do
+  redis.call('ZADD', KEYS[2], '-inf', ARGV[i])
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
 end
 return 1
 """
@@ -66,42 +150,49 @@ SEED_BATCH = 500  # users per pipeline: bounds the client's buffered commands an
 
 
 class RedisStore(OnlineStore):
-    def __init__(self, url: str = "redis://127.0.0.1:6379/0", namespace: str = "hyperrec") -> None:
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", namespace: str = "hyperrec", caps: StateCaps | None = None) -> None:
+        self.caps = caps or StateCaps()
         self._redis = redis.Redis.from_url(url)
         self._ns = namespace
-        self._add_purchase = self._redis.register_script(ADD_PURCHASE)
+        self._caps = [self.caps.events, self.caps.cart, self.caps.queries, self.caps.baskets]
+        self._apply = self._redis.register_script(APPLY)
+        self._identify = self._redis.register_script(IDENTIFY)
         self._seed_user = self._redis.register_script(SEED_USER)
 
-    def _user(self, user_id: str) -> str:
-        return f"{self._ns}:user:{user_id}"
+    def _keys(self, subject: Subject) -> list[str]:
+        s = f"{subject[0]}:{subject[1]}"
+        return [f"{self._ns}:{s}", *(f"{self._ns}:{kind}:{s}" for kind in ("orders", "lines", "events", "cart", "queries"))]
 
-    def _baskets(self, user_id: str) -> str:
-        return f"{self._ns}:baskets:{user_id}"
-
-    def users(self, user_ids: list[str]) -> list[UserState | None]:
+    def states(self, subjects: list[Subject]) -> list[UserState | None]:
         pipe = self._redis.pipeline(transaction=True)  # one snapshot of the batch, one round trip
-        for user in user_ids:
-            pipe.hgetall(self._user(user))
-            pipe.lrange(self._baskets(user), 0, -1)
+        for subject in subjects:
+            hash_, orders, lines, events, cart, queries = self._keys(subject)
+            pipe.hgetall(hash_).zrange(orders, 0, -1).hgetall(lines).zrange(events, 0, -1).hgetall(cart).zrange(queries, 0, -1)
         replies = pipe.execute()
-        return [_user_state(fields, baskets) for fields, baskets in zip(replies[::2], replies[1::2])]
+        return [_user_state(*replies[i : i + KEYS_PER_SUBJECT]) for i in range(0, len(replies), KEYS_PER_SUBJECT)]
 
-    def add_purchase(self, user_id: str, order_id: str, items: list[int]) -> None:
-        self._add_purchase(
-            keys=[self._user(user_id), self._baskets(user_id)],
-            args=[order_id, _pack(unique_in_order(items)), MAX_BASKETS],
-        )
-
-    def add_shown(self, user_id: str, items: list[int]) -> None:
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(self._user(user_id), "seen", 1)
-        for item, times in Counter(int(i) for i in items).items():
-            pipe.hincrby(self._user(user_id), f"shown:{item}", times)
+    def apply(self, actions: list[Action]) -> None:
+        if not actions:
+            return
+        pipe = self._redis.pipeline(transaction=False)  # each script is atomic; the batch is one round trip
+        for action in actions:
+            keys = [key for subject in action.subjects() for key in self._keys(subject)]
+            if action.kind == "identify":
+                self._identify(keys=keys + self._keys(("session", action.session_id)), args=self._caps, client=pipe)
+                continue
+            event = _event_member(action) if action.kind != "search" else b""
+            field = order_field(action.order_id) if action.order_id is not None else ""
+            args = [*self._caps, action.kind, action.time_us, action.item, event, action.quantity, field, _pack([action.item])]
+            self._apply(keys=keys, args=[*args, action.query], client=pipe)
         pipe.execute()
 
-    def reset_shown(self, user_id: str, items: list[int]) -> None:
-        if items:
-            self._redis.hdel(self._user(user_id), *(f"shown:{int(item)}" for item in items))
+    def add_shown(self, subject: Subject, items: list[int]) -> None:
+        hash_ = self._keys(subject)[0]
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(hash_, "seen", 1)
+        for item, times in Counter(int(i) for i in items).items():
+            pipe.hincrby(hash_, f"shown:{item}", times)
+        pipe.execute()
 
     def set_stock(self, item: int, stock: int) -> None:
         key = f"{self._ns}:out_of_stock"
@@ -125,11 +216,9 @@ class RedisStore(OnlineStore):
         for start in range(0, len(users), SEED_BATCH):
             pipe = self._redis.pipeline(transaction=False)
             for user, user_baskets in users[start : start + SEED_BATCH]:
-                self._seed_user(
-                    keys=[self._user(user), self._baskets(user)],
-                    args=[f"seed:{len(user_baskets)}", *(_pack(b) for b in user_baskets[-MAX_BASKETS:])],
-                    client=pipe,
-                )
+                kept = user_baskets[-self.caps.baskets :]
+                fields = [x for i, b in enumerate(kept) for x in (seed_field(i), _pack(b))]
+                self._seed_user(keys=self._keys(("user", user))[:3], args=[*self._caps, *fields], client=pipe)
             added += sum(pipe.execute())
         return added
 
@@ -141,11 +230,29 @@ def _pack(items: list[int] | np.ndarray) -> bytes:
     return np.asarray(items, np.int64).astype(ITEM, copy=False).tobytes()
 
 
-def _user_state(fields: dict[bytes, bytes], baskets: list[bytes]) -> UserState | None:
+def _event_member(action: Action) -> bytes:
+    return np.array([(action.time_us, ITEM_EVENTS.index(action.kind), action.item)], EVENT).tobytes()
+
+
+def _user_state(
+    fields: dict[bytes, bytes],
+    orders: list[bytes],
+    lines: dict[bytes, bytes],
+    events: list[bytes],
+    cart: dict[bytes, bytes],
+    queries: list[bytes],
+) -> UserState | None:
     if not fields:
         return None
     shown = {int(k[len(b"shown:") :]): int(v) for k, v in fields.items() if k.startswith(b"shown:")}
-    return UserState(_unpack(baskets), shown)
+    recent = np.frombuffer(b"".join(events), EVENT)
+    return UserState(
+        _unpack([lines[f] for f in orders]),
+        shown,
+        Recent(recent["item"].astype(np.int64), recent["kind"].astype(np.int64), recent["time"].astype(np.int64)),
+        {int(k): int(v) for k, v in cart.items()},
+        [q.decode() for q in queries],
+    )
 
 
 def _unpack(baskets: list[bytes]) -> list[np.ndarray]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from hyperrec.data.events import Context, NonEmpty
 
@@ -15,10 +15,20 @@ VERSION_SPEC = r"^(current|last-good|latest|v[0-9]{4,12})$"  # what Registry.res
 class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: NonEmpty
+    user_id: NonEmpty | None = Field(None, description="the shop's user id; leave it out for an anonymous shopper (then session_id)")
+    session_id: NonEmpty | None = Field(
+        None, validate_default=True, description="the shopper's session: its own events personalize the answer (with user_id, both)"
+    )
     context: Context = Context()
     k: int = Field(10, ge=1, description="list length (at most the server's max_k)")
     exclude: list[NonEmpty] = Field([], max_length=1000, description="item ids not to recommend (e.g. already in the cart)")
+
+    @field_validator("session_id")
+    @classmethod
+    def _a_shopper(cls, session_id: str | None, info: ValidationInfo) -> str | None:
+        if session_id is None and info.data.get("user_id", "") is None:  # user_id absent, not merely invalid
+            raise ValueError("give session_id (an anonymous shopper), user_id, or both")
+        return session_id
 
 
 class RecommendedItem(BaseModel):
@@ -30,7 +40,8 @@ class RecommendedItem(BaseModel):
 
 
 class RecommendResponse(BaseModel):
-    user_id: str
+    user_id: str | None
+    session_id: str | None = None
     items: list[RecommendedItem]
     model_version: str
     served_by: ServedBy
