@@ -220,6 +220,18 @@ def cmd_experiment_analyze(args: argparse.Namespace) -> None:
     print_analysis(analyze(args.logs, args.name, args.out, args.config, args.metric, args.pre_days), args.name, _console())
 
 
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from hyperrec.sim.config import load_sim_config
+    from hyperrec.sim.run import print_simulation, simulate, write_history
+
+    config = load_sim_config(args.config)
+    if args.write_history is not None:
+        written = write_history(config, args.write_history)
+        _console().print(f"{written:,} events of the first {config.history_days} days -> {args.write_history} (data.source: store)")
+        return
+    print_simulation(simulate(config), config, _console())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperrec", description=__doc__)
     parser.add_argument("--verbose", action="store_true", help="also print the libraries' own logs (Ray, TorchRec, FAISS, ONNX)")
@@ -317,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pre-days", type=float, default=14.0, help="days before the start that give CUPED's covariate")
     p.add_argument("--out", type=Path, default=Path("experiments/results/experiments"))
     p.set_defaults(func=cmd_experiment_analyze)
+
+    p = commands.add_parser("simulate", help="the closed-loop simulated shop: an A/B experiment of served arms with simulated shoppers")
+    p.add_argument("config", type=Path, help="configs/sim/*.yaml")
+    p.add_argument("--write-history", type=Path, metavar="DIR", help="only write the history days (training data) to this offline store")
+    p.set_defaults(func=cmd_simulate)
 
     p = commands.add_parser("demo", help="Instacart: baselines, a short SASRec run, export, the endpoint and an example request")
     p.add_argument("--port", type=int, default=8000)

@@ -43,6 +43,7 @@ class SyntheticConfig(StrictModel):
     taste_drift: float = Field(0.05, ge=0)
     repeat_prob: float = Field(0.35, ge=0, le=1)
     price_sensitivity: float = Field(1.0, ge=0)
+    item_appeal: float = Field(1.0, ge=0, description="scale of the per-item appeal b_i (sd 1.2 x this); 0 = taste and price only")
     days: int = Field(90, ge=1)
     chunk_users: int = Field(5_000, ge=1)
     seed: int = 0

@@ -1,7 +1,7 @@
 """A seeded simulated shop: contract events, a catalog, and the ground truth behind them.
 
 The model. Item i has a category c(i), a latent vector v_i = centre_c + e_i, a popularity bias b_i
-and a price p_i. User u has a taste t_u(day) (a mixture of category centres plus a daily random
+(its scale is `item_appeal`) and a price p_i. User u has a taste t_u(day) (a mixture of category centres plus a daily random
 walk) and a price sensitivity s_u. The true preference is the affinity
 
     a(u, i, day) = t_u(day) . v_i + b_i - s_u * log p_i
@@ -137,7 +137,7 @@ class SyntheticShop:
         self._centres = rng.normal(0, 2 / np.sqrt(d), (n_cat, d)).astype(np.float32)
         # e_i stored (d, n_items) so that one coordinate for many items is a contiguous gather.
         self._offsets = rng.normal(0, 0.7 / np.sqrt(d), (d, cfg.n_items)).astype(np.float32)
-        self.item_bias = rng.normal(0, 1.2, cfg.n_items).astype(np.float32)
+        self.item_bias = (cfg.item_appeal * rng.normal(0, 1.2, cfg.n_items)).astype(np.float32)
         log_price_mean = rng.uniform(np.log(2), np.log(150), n_cat)
         log_price = log_price_mean[self.item_category] + rng.normal(0, 0.4, cfg.n_items)
         self.item_price = np.maximum(np.round(np.exp(log_price), 2), 0.5)

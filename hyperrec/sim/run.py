@@ -1,0 +1,331 @@
+"""`hyperrec simulate CONFIG`: the closed-loop simulated shop as an A/B experiment.
+
+The generator (hyperrec/data/synthetic.py) gives every shopper's organic sessions over the shop's
+days: what they browse and buy on their own. The first `history_days` are the served model's
+training data (`write_history`). From then on, day by day and in time order, every session's
+events go to the shopper's arm through the serving side's ingestion, so the online state the next
+request reads has changed; during the experiment each session first asks its arm for a `home`
+slate, the shopper reacts to it (hyperrec/sim/shoppers.py) and those clicks, carts and purchases
+go back with the organic ones. What an arm changes is what the slates add to organic shopping:
+the lift. A slate purchase of an item the shopper buys organically in the same session is bought
+once (the organic line), so recommending what would have been bought anyway earns clicks, not revenue.
+
+Units are shoppers, assigned by hyperrec/experiment/assignment.py (sticky salted hash). The
+exposures (one per slate) and outcomes (organic ones without a trace id; pre-period ones too, for
+CUPED) are written as the experiment package's records with the experiment.yaml that
+`hyperrec experiment analyze NAME` reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from rich.console import Console
+
+from hyperrec.data.events import frame_to_records
+from hyperrec.data.offline_store import OfflineStore
+from hyperrec.data.synthetic import START, SyntheticShop
+from hyperrec.eval.report import print_table, write_table
+from hyperrec.experiment.analyze import arm_metrics, unit_table
+from hyperrec.experiment.assignment import Arm, ExperimentSpec, assign_many, unit_key
+from hyperrec.experiment.records import write_frame
+from hyperrec.progress import progress
+from hyperrec.serve.schemas import RecommendRequest
+from hyperrec.sim.clients import ArmClient, connect
+from hyperrec.sim.config import SimConfig
+from hyperrec.sim.shoppers import Shoppers, SlateActions, examination
+
+DAY_S = 86_400.0
+OUTCOME_KINDS = ("click", "add_to_cart", "purchase")
+START_TS = pd.Timestamp(START, tz="UTC")
+
+
+def shop_events(shop: SyntheticShop) -> pd.DataFrame:
+    events = pd.concat(list(shop.iter_event_chunks()), ignore_index=True)
+    return events.sort_values("timestamp", kind="stable", ignore_index=True)
+
+
+def write_history(config: SimConfig, store_dir: Path) -> int:
+    """The generator's events of the first `history_days` (and its catalog) into an offline store: the training data."""
+    shop = SyntheticShop(config.shop)
+    events = shop_events(shop)
+    history = events[events["timestamp"] < START_TS + pd.Timedelta(days=config.history_days)]
+    store = OfflineStore(store_dir)
+    if store.has_events():
+        raise ValueError(f"{store_dir} already holds events: delete it or write the history elsewhere")
+    store.write_catalog(shop.catalog)
+    return store.append(history)
+
+
+def experiment_spec(config: SimConfig) -> ExperimentSpec:
+    """The experiment.yaml of the run: each arm's version, and its serve and simulator settings as overrides."""
+    arms = []
+    for arm in config.arms:
+        sim = {"sim.display": arm.display, "sim.popularity": arm.popularity} | ({"sim.url": arm.url} if arm.url else {})
+        arms.append(Arm(name=arm.name, model_version=arm.version, overrides=arm.serve | sim, share=arm.share))
+    return ExperimentSpec(name=config.name, salt=config.salt or config.name, arms=arms, sequential=config.sequential)
+
+
+@dataclass
+class SimResult:
+    arms: pd.DataFrame  # per-arm metrics over the experiment's days
+    ranks: pd.DataFrame  # position bias: configured examination vs what the clicks show, by rank
+    values: pd.DataFrame  # per arm: the simulator's true slate value vs the revenue the logs attribute to slates
+    logs: Path
+    files: list[Path]
+    sessions: int
+    seconds: float
+
+
+class _Log:
+    """Exposures, outcomes and the per-rank and per-arm counters, as the run goes."""
+
+    def __init__(self, k: int, arms: list[str]):
+        self.exposures: list[dict[str, Any]] = []
+        self.outcomes: list[dict[str, Any]] = []
+        self.rank = {arm: {"exposures": np.zeros(k), "clicks": np.zeros(k), "attraction": np.zeros(k)} for arm in arms}
+        self.shown: dict[str, set[str]] = {arm: set() for arm in arms}
+
+    def count(self, arm: str, items: np.ndarray, actions: SlateActions) -> None:
+        n = len(items)
+        rank = self.rank[arm]
+        rank["exposures"][:n] += 1
+        rank["clicks"][:n] += actions.clicked
+        rank["attraction"][:n] += actions.attraction
+        self.shown[arm].update(items.tolist())
+
+    def outcome(self, user: str, session: str, at: pd.Timestamp, event: str, item: str, value=0.0, margin=0.0, trace=None) -> None:
+        self.outcomes.append(
+            {"unit_id": user, "session_id": session, "timestamp": at, "event": event, "item_id": item}
+            | {"value": value, "margin": margin, "trace_id": trace}
+        )
+
+
+async def _simulate(config: SimConfig, show_progress: bool) -> SimResult:
+    started = time.time()
+    rng = np.random.default_rng([config.seed, 11])
+    shop = SyntheticShop(config.shop)
+    shoppers = Shoppers(shop, examination(config.examination, config.k), config.attention)
+    events = shop_events(shop)
+    seconds = (events["timestamp"] - START_TS).dt.total_seconds().to_numpy()
+    events["timestamp"] = events["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # the contract's wire form
+    history = seconds < config.history_days * DAY_S
+    bought = events[history & (events["event_type"] == "purchase")]
+    for user, items in bought.groupby("user_id")["item_id"]:
+        shoppers.remember(int(user[1:]), items.map(shoppers.item_index).to_numpy())
+    events, seconds = events[~history].reset_index(drop=True), seconds[~history]
+
+    spec = experiment_spec(config)
+    user_ids = [f"u{u}" for u in range(config.shop.n_users)]
+    arm_of = dict(zip(user_ids, assign_many(spec, [unit_key(u, None) for u in user_ids]), strict=True))
+    clients: dict[str, ArmClient] = {arm.name: await connect(arm, config.mode) for arm in config.arms}
+    log = _Log(config.k, spec.arm_names)
+
+    sessions = pd.DataFrame({"session_id": events["session_id"], "start": seconds}).groupby("session_id", sort=False)["start"].min()
+    sessions = sessions.sort_values(kind="stable")
+    day_of = np.floor(sessions.to_numpy() / DAY_S).astype(np.int64)
+    keep = np.ones(len(sessions), bool)
+    if config.sessions_per_day is not None:
+        for day in np.unique(day_of):
+            rows = np.flatnonzero(day_of == day)
+            keep[rng.permutation(rows)[config.sessions_per_day :]] = False
+    sessions, day_of = sessions[keep], day_of[keep]
+    by_session = {sid: frame for sid, frame in events[events["session_id"].isin(sessions.index)].groupby("session_id", sort=False)}
+
+    try:
+        with progress(total=len(sessions), unit="session", desc=f"simulate {config.name}", disable=not show_progress) as bar:
+            for day in range(config.history_days, config.shop.days):
+                today = sessions.index[day_of == day]
+                live = day >= config.start_day
+                if live and len(today):
+                    shoppers.start_day(np.array([int(sid.split("-")[0][1:]) for sid in today]), day + 0.5)
+                for sid in today:
+                    await _session(config, shoppers, clients, log, arm_of, by_session[sid], sessions[sid], live, rng)
+                    bar.update(1)
+                bar.set_postfix(day=f"{day - config.start_day + 1}/{config.days}" if live else f"pre {day - config.history_days + 1}")
+    finally:
+        for client in clients.values():
+            await client.close()
+    return _finish(config, spec, log, shop, len(sessions), time.time() - started)
+
+
+async def _session(
+    config: SimConfig,
+    shoppers: Shoppers,
+    clients: dict[str, ArmClient],
+    log: _Log,
+    arm_of: dict[str, str],
+    organic: pd.DataFrame,
+    start_s: float,
+    live: bool,
+    rng: np.random.Generator,
+) -> None:
+    """One session: its organic events, and during the experiment a slate and the shopper's reaction to it."""
+    user, sid = str(organic["user_id"].iloc[0]), str(organic["session_id"].iloc[0])
+    arm, u = arm_of[user], int(user[1:])
+    records = frame_to_records(organic)
+    for r in records:
+        if r["event_type"] in OUTCOME_KINDS:
+            value = float(r.get("price", 0.0)) * int(r.get("quantity", 1)) if r["event_type"] == "purchase" else 0.0
+            margin = value * shoppers.margin_rate[shoppers.item_index[r["item_id"]]]
+            log.outcome(user, sid, pd.Timestamp(r["timestamp"]), r["event_type"], r["item_id"], value, margin)
+    if live:
+        records += await _slate(config, shoppers, clients[arm], log, arm, u, records, START_TS + pd.Timedelta(seconds=start_s), rng)
+    result = await clients[arm].ingest(sorted(records, key=lambda r: r["timestamp"]))
+    if result.rejected:
+        raise ValueError(f"the serving side rejected simulated events of session {sid}: {result.rejected[:3]}")
+    purchased = [shoppers.item_index[r["item_id"]] for r in records if r["event_type"] == "purchase"]
+    if purchased:
+        shoppers.remember(u, np.array(purchased, np.int64))
+
+
+async def _slate(
+    config: SimConfig,
+    shoppers: Shoppers,
+    client: ArmClient,
+    log: _Log,
+    arm: str,
+    u: int,
+    records: list[dict[str, Any]],
+    at: pd.Timestamp,
+    rng: np.random.Generator,
+) -> list[dict[str, Any]]:
+    """Ask the arm for a home slate at the session's start; the shopper's reaction as contract events (and outcomes)."""
+    first = records[0]
+    user, sid, context = first["user_id"], first["session_id"], first.get("context", {})
+    ask = {key: value for key, value in context.items() if key in ("device", "channel")} | {"page": "home"}
+    answer = await client.recommend(RecommendRequest(user_id=user, context=ask, k=config.k))
+    display = next(a.display for a in config.arms if a.name == arm)
+    order = np.arange(len(answer.items))
+    if display == "shuffled":
+        order = rng.permutation(order)
+    elif display == "reversed":
+        order = order[::-1]
+    slate = [answer.items[i] for i in order]
+    items = np.array([shoppers.item_index[s.item_id] for s in slate], np.int64)
+    actions = shoppers.react(u, items, rng)
+    trace = answer.trace_id
+    true_clicks, true_revenue, true_margin = shoppers.expected_value(items, actions.attraction)
+    log.exposures.append(
+        {"trace_id": trace, "timestamp": at, "unit_id": user, "session_id": sid, "experiment": config.name, "arm": arm}
+        | {"placement": "home", "model_version": answer.model_version, "explore_item": None, "explore_propensity": None}
+        | {"slate": [{"item_id": s.item_id, "position": p, "score": s.score} for p, s in enumerate(slate)]}
+        | {"true_clicks": true_clicks, "true_revenue": true_revenue, "true_margin": true_margin}  # the simulator's own: not logged
+    )
+    log.count(arm, items, actions)
+
+    organic_bought = {r["item_id"] for r in records if r["event_type"] == "purchase"}
+    order_id = next((r["order_id"] for r in records if r["event_type"] == "purchase"), f"{sid}-rec")
+    basket = sum(r["event_type"] == "purchase" for r in records)
+    events: list[dict] = []
+
+    def event(kind: str, rank: int, offset_s: float, **fields) -> None:
+        when = at + pd.Timedelta(seconds=offset_s)
+        events.append(
+            {"event_type": kind, "user_id": user, "session_id": sid, "item_id": slate[rank].item_id}
+            | {"timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "context": context | {"page": "home"}}
+            | fields
+        )
+        if kind in OUTCOME_KINDS:
+            value = fields.get("price", 0.0) * fields.get("quantity", 1) if kind == "purchase" else 0.0
+            log.outcome(user, sid, when, kind, slate[rank].item_id, value, value * shoppers.margin_rate[items[rank]], trace)
+
+    for rank in np.flatnonzero(actions.clicked):
+        event("click", rank, 1.0 + rank)
+    for rank in np.flatnonzero(actions.carted):
+        event("add_to_cart", rank, 20.0 + rank, quantity=int(actions.quantity[rank]))
+    for rank in np.flatnonzero(actions.removed):
+        event("remove_from_cart", rank, 40.0 + rank, quantity=int(actions.quantity[rank]))
+    for rank in np.flatnonzero(actions.bought):
+        if slate[rank].item_id in organic_bought:  # bought anyway, once: the organic line stands
+            continue
+        basket += 1
+        price, quantity = float(shoppers.price[items[rank]]), int(actions.quantity[rank])
+        event("purchase", rank, 60.0 + rank, order_id=order_id, quantity=quantity, price=price, position=basket)
+    return events
+
+
+def _finish(config: SimConfig, spec: ExperimentSpec, log: _Log, shop: SyntheticShop, n_sessions: int, seconds: float) -> SimResult:
+    """Write the logs and experiment.yaml; per-arm, per-rank and true-value tables."""
+    folder = config.logs / config.name
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in [*folder.glob("exposures*.parquet"), *folder.glob("outcomes*.parquet")]:
+        old.unlink()  # a re-run replaces the experiment's log
+    exposures, outcomes = pd.DataFrame(log.exposures), pd.DataFrame(log.outcomes)
+    write_frame(folder / "exposures.parquet", exposures, "exposures")
+    write_frame(folder / "outcomes.parquet", outcomes, "outcomes")
+    (folder / "experiment.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+
+    exposures["timestamp"] = pd.to_datetime(exposures["timestamp"], utc=True)
+    outcomes["timestamp"] = pd.to_datetime(outcomes["timestamp"], utc=True)
+    until = exposures["timestamp"].max() + pd.Timedelta(seconds=1)
+    units = unit_table(exposures, outcomes, "revenue", config.pre_days, until)
+    metrics = arm_metrics(units, spec.arm_names)
+    arms = pd.DataFrame(index=metrics.index)
+    arms["users"], arms["sessions"] = metrics["units"], metrics["sessions"]
+    arms["item_impressions"] = [int(log.rank[a]["exposures"].sum()) for a in arms.index]
+    clicks = [log.rank[a]["clicks"].sum() for a in arms.index]
+    arms["ctr"] = np.array(clicks) / arms["item_impressions"].to_numpy(float)
+    arms["add_to_cart_rate"], arms["conversion"] = metrics["add_to_cart_rate"], metrics["conversion"]
+    arms["revenue_per_session"] = metrics["revenue_per_session"]
+    per_arm = units.groupby("arm")[["margin", "sessions"]].sum()
+    arms["margin_per_session"] = per_arm["margin"] / per_arm["sessions"]
+    arms["average_order_value"] = metrics["average_order_value"]
+    arms["coverage"] = [len(log.shown[a]) / shop.config.n_items for a in arms.index]
+
+    ranks = pd.DataFrame({"rank": np.arange(1, config.k + 1), "examination": examination(config.examination, config.k)}).set_index("rank")
+    for arm in spec.arm_names:
+        counts = log.rank[arm]
+        ctr = counts["clicks"] / np.maximum(counts["exposures"], 1)
+        ranks[f"{arm}: ctr"] = ctr
+        ranks[f"{arm}: ctr / ctr@1"] = ctr / ctr[0] if ctr[0] else np.nan
+        ranks[f"{arm}: clicks / attraction"] = counts["clicks"] / np.maximum(counts["attraction"], 1e-12)  # estimates examination
+
+    values = true_values(exposures, outcomes, spec.arm_names)
+
+    out = config.results / config.name
+    files = [f for stem, table in {"arms": arms, "ranks": ranks, "values": values}.items() for f in write_table(table, out, stem)]
+    return SimResult(arms, ranks, values, folder, files, n_sessions, seconds)
+
+
+def true_values(exposures: pd.DataFrame, outcomes: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
+    """Per arm: the simulator's expected clicks, revenue and margin of the slates shown (its true value) next to
+    the purchases the log attributes to those slates (mean per slate, with its standard error), and the
+    true value per shopper (the expected lift over organic shopping that analyze's revenue_per_unit sees)."""
+    bought = outcomes[outcomes["trace_id"].notna() & (outcomes["event"] == "purchase")].groupby("trace_id")[["value", "margin"]].sum()
+    slates = exposures.set_index("trace_id")[["arm", "unit_id", "true_clicks", "true_revenue", "true_margin"]].join(bought)
+    slates = slates.fillna({"value": 0.0, "margin": 0.0})
+    rows = {}
+    for arm in arms:
+        part = slates[slates["arm"] == arm]
+        n = len(part)
+        rows[arm] = {
+            "slates": n,
+            "true_clicks_per_slate": part["true_clicks"].mean(),
+            "true_revenue_per_slate": part["true_revenue"].mean(),
+            "measured_revenue_per_slate": part["value"].mean(),
+            "measured_se": part["value"].std(ddof=1) / np.sqrt(n),
+            "true_margin_per_slate": part["true_margin"].mean(),
+            "measured_margin_per_slate": part["margin"].mean(),
+            "true_revenue_per_user": part.groupby("unit_id")["true_revenue"].sum().mean(),
+        }
+    return pd.DataFrame(rows).T.rename_axis("arm")
+
+
+def simulate(config: SimConfig, show_progress: bool = True) -> SimResult:
+    return asyncio.run(_simulate(config, show_progress))
+
+
+def print_simulation(result: SimResult, config: SimConfig, console: Console) -> None:
+    print_table(result.arms, f"{config.name}: per arm over the {config.days} experiment days (ctr per item impression)", console)
+    print_table(result.values, "the simulator's true slate value vs what the log attributes to slates", console)
+    print_table(result.ranks, "position bias: configured examination vs clicks by rank", console)
+    console.print(f"{result.sessions:,} sessions in {result.seconds:.0f} s; logs -> {result.logs}; tables -> {result.files[0].parent}")
+    console.print(f"next: hyperrec experiment analyze {config.name} --logs {config.logs} --pre-days {config.pre_days:g}")
