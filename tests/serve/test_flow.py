@@ -1,6 +1,7 @@
 """The request flow in process (no Ray): policy, online features, fallbacks, events, model swap, Triton backend."""
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,18 +12,18 @@ from hyperrec.data.offline_store import OfflineStore
 from hyperrec.export.run import ExportConfig, export_run
 from hyperrec.registry import Registry
 from hyperrec.serve.config import ServeConfig
-from hyperrec.serve.flow import LocalStages, RecommendFlow
+from hyperrec.serve.flow import LocalStages, RecommendFlow, StageFailed
 from hyperrec.serve.online_store import MemoryStore
 from hyperrec.serve.schemas import RecommendRequest
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC).isoformat()
 
 
-def make_flow(exported, tmp_path, **settings) -> RecommendFlow:
+def make_flow(exported, tmp_path, threaded: bool = True, **settings) -> RecommendFlow:
     config = ServeConfig.model_validate(
         {"registry": str(exported.path.parent), "version": exported.version, "event_log": str(tmp_path / "log")} | settings
     )
-    flow = RecommendFlow(config, MemoryStore(), LocalStages(Registry(config.registry), config))
+    flow = RecommendFlow(config, MemoryStore(), LocalStages(Registry(config.registry), config, threaded=threaded))
     asyncio.run(flow.start())
     return flow
 
@@ -210,11 +211,38 @@ def test_exploration_slot_puts_an_item_new_to_the_user_in_the_list(exported, tmp
     assert len(new_items) >= 2 and all(i.reason.startswith(("similar to", "popular")) for i in new_items)
 
 
-def test_budget_gives_up_on_real_model_work_in_process(exported, tmp_path):
-    """In the default single topology the stages run in this process: a budget still cuts them off."""
-    flow = make_flow(exported, tmp_path, budgets={"ranking_ms": 0.001})
+@pytest.mark.parametrize("threaded", [False, True])
+def test_budget_gives_up_on_real_model_work_in_process(exported, tmp_path, threaded):
+    """In the default single topology the stages run in this process: a budget still cuts them off
+    (inline: the call is shed before it starts; on the worker thread: the flow stops waiting)."""
+    flow = make_flow(exported, tmp_path, threaded=threaded, budgets={"ranking_ms": 0.001})
     answer = ask(flow, known_user(flow), k=5)
     assert answer.served_by == "popularity" and "over its 0.001 ms budget" in answer.degraded[0]
+    flow.stages.close()
+
+
+def test_inline_and_threaded_stages_give_the_same_answers(exported, tmp_path):
+    inline, threaded = make_flow(exported, tmp_path, threaded=False), make_flow(exported, tmp_path)
+    for user in sorted(inline.registry.bundle(inline.current).user_baskets())[:10]:
+        a, b = ask(inline, user), ask(threaded, user)
+        assert a.served_by == b.served_by == "ranker" and a.items == b.items
+    threaded.stages.close()
+
+
+def test_a_stage_call_that_waited_past_its_budget_on_a_busy_loop_is_shed_unrun():
+    ran = []
+
+    async def stage_call():
+        ran.append(True)
+        return "answer"
+
+    async def main():
+        asyncio.get_running_loop().call_soon(time.sleep, 0.05)  # the loop is busy before the stage call can start
+        with pytest.raises(StageFailed, match="over its 20 ms budget"):
+            await RecommendFlow._stage(stage_call(), 20, "retrieval v1")
+        return await RecommendFlow._stage(stage_call(), 20, "retrieval v1")  # a loop that is not busy: it runs
+
+    assert asyncio.run(main()) == "answer" and ran == [True]
 
 
 def test_online_store_down_degrades_to_popularity(exported, tmp_path):
