@@ -70,7 +70,7 @@ def test_a_purchase_changes_the_next_answer_and_reaches_the_event_log(exported, 
     table = flow.items[flow.current].table
     newcomer_item = table.item_ids[flow.items[flow.current].popular_in_stock[-1]]  # the least popular item
     result = flow.ingest([purchase("newcomer", newcomer_item, "o1"), {"event_type": "purchase", "user_id": "x"}])
-    assert result.accepted == 1 and result.rejected[0]["index"] == 1 and "timestamp" in result.rejected[0]["reason"]
+    assert result.accepted == 1 and result.rejected[0].index == 1 and "timestamp" in result.rejected[0].reason
     answer = ask(flow, "newcomer", k=10)
     assert answer.served_by == "ranker"
     assert newcomer_item in [i.item_id for i in answer.items if i.reason == "you bought this before"]
