@@ -16,6 +16,7 @@ FORBIDDEN = {
     "eval": {"export", "serve", "bench"},
     "train": {"export", "serve", "bench"},
     "experiment": {"train", "export", "serve", "bench", "models", "bundle"},  # it reads logs only
+    "sim": {"train", "export", "models", "bundle", "bench"},  # it shops through serving, like a shop's site
 }
 
 
