@@ -15,6 +15,10 @@ Conventions:
   embedding and any sequence length up to `max_len` works (training and serving alike).
 - the output layer is tied to the item embedding: score(item) = hidden . item_embedding(item).
 - `score_next` is the exported entry point (ONNX): no Python control flow on tensor values.
+- two recipes behind `embedding_scale`, `init` and `ffn_mult`: the defaults are GPT-2's (normal(0.02)
+  init, unscaled embeddings, feed-forward 4 x dim; runs trained before these switches load as they
+  were); the original SASRec's (sqrt(dim)-scaled input embeddings, Xavier init, feed-forward of width
+  dim) learns faster on Instacart's next-item task (README, "Plain SASRec: ablation").
 - optional repeat head (a copy mechanism, in the spirit of RepeatNet, Ren et al., AAAI 2019):
   score(item) += w_seen * [bought before] + w_count * log(1 + count) + w_decay * log(1 + sum over
   the item's earlier occurrences of decay^age). Grocery baskets are mostly re-purchases, which a
@@ -44,6 +48,11 @@ class SASRecConfig(StrictModel):
     n_layers: int = Field(2, ge=1)
     n_heads: int = Field(2, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
+    embedding_scale: bool = Field(False, description="multiply the input item embeddings by sqrt(dim), as SASRec and the Transformer do")
+    ffn_mult: int = Field(4, ge=1, description="feed-forward hidden width as a multiple of dim (SASRec: 1, GPT-2: 4)")
+    init: Literal["gpt2", "xavier"] = Field(
+        "gpt2", description="gpt2: normal(0.02), residual projections scaled by 1/sqrt(2 n_layers); xavier: Xavier-normal weights (SASRec)"
+    )
     loss: Literal["full_softmax", "sampled_softmax"] = "full_softmax"
     n_negatives: int = Field(256, ge=1, description="negatives per batch for sampled_softmax")
     use_category: bool = Field(False, description="add a category embedding to each item embedding")
@@ -113,12 +122,13 @@ class SASRec(nn.Module):
             self.repeat_weight = nn.Parameter(torch.tensor(1.0))
             self.repeat_decay_logit = nn.Parameter(torch.tensor(3.0))  # sigmoid(3) ~ 0.95 per item of age
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config.dim, config.n_heads, config.dropout) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(Block(config.dim, config.n_heads, config.dropout, config.ffn_mult) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.dim)
         self.apply(self._init_weights)
-        # GPT-2: scale the residual projections' init by 1/sqrt(2 * n_layers).
         for name, p in self.named_parameters():
-            if name.endswith("proj.weight"):
+            if config.init == "xavier" and p.dim() == 2:
+                nn.init.xavier_normal_(p)
+            elif config.init == "gpt2" and name.endswith("proj.weight"):  # GPT-2: residual projections by 1/sqrt(2 * n_layers)
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
         with torch.no_grad():
             self.item_emb.weight[0].zero_()  # normal_ above overwrote the padding row
@@ -151,7 +161,10 @@ class SASRec(nn.Module):
         if L > self.config.max_len:
             raise ValueError(f"sequence length {L} exceeds max_len {self.config.max_len}; keep the last max_len items")
         positions = torch.arange(self.config.max_len - L, self.config.max_len, device=items.device)
-        x = self.drop(self.embed_items(items) + self.pos_emb(positions))
+        x = self.embed_items(items)
+        if self.config.embedding_scale:
+            x = x * math.sqrt(self.config.dim)
+        x = self.drop(x + self.pos_emb(positions))
         mask = attention_mask(items)
         for block in self.blocks:
             x = block(x, mask)

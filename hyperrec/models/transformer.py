@@ -30,10 +30,10 @@ class SelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, dim: int, dropout: float):
+    def __init__(self, dim: int, dropout: float, ffn_mult: int = 4):
         super().__init__()
-        self.fc = nn.Linear(dim, 4 * dim)
-        self.proj = nn.Linear(4 * dim, dim)
+        self.fc = nn.Linear(dim, ffn_mult * dim)
+        self.proj = nn.Linear(ffn_mult * dim, dim)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -41,12 +41,13 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, n_heads: int, dropout: float):
+    def __init__(self, dim: int, n_heads: int, dropout: float, ffn_mult: int = 4):
+        """`ffn_mult`: the feed-forward's hidden width as a multiple of `dim` (GPT-2: 4; SASRec: 1)."""
         super().__init__()
         self.ln_1 = nn.LayerNorm(dim)
         self.attn = SelfAttention(dim, n_heads, dropout)
         self.ln_2 = nn.LayerNorm(dim)
-        self.mlp = MLP(dim, dropout)
+        self.mlp = MLP(dim, dropout, ffn_mult)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), mask)

@@ -104,6 +104,28 @@ def test_extra_left_padding_does_not_change_the_next_item_scores():
     assert torch.isfinite(empty).all()  # all-padding rows: no NaN
 
 
+def test_embedding_scale_multiplies_the_input_item_embeddings_but_not_the_output_table():
+    scaled = make_model(embedding_scale=True).eval()
+    plain = make_model(embedding_scale=False).eval()
+    plain.load_state_dict(scaled.state_dict())
+    with torch.no_grad():
+        plain.item_emb.weight.mul_(math.sqrt(16))
+        items, _ = random_batch()
+        torch.testing.assert_close(scaled(items), plain(items))
+    torch.testing.assert_close(scaled.item_embeddings() * math.sqrt(16), plain.item_embeddings())
+
+
+def test_sasrec_feed_forward_width_and_xavier_init():
+    model = make_model(ffn_mult=1, init="xavier", dim=64)
+    assert model.blocks[0].mlp.fc.weight.shape == (64, 64)
+    expected = math.sqrt(2 / (N_ITEMS + 1 + 64))  # xavier-normal std of the item table
+    assert model.item_emb.weight[1:].std().item() == pytest.approx(expected, rel=0.15)
+    assert model.item_emb.weight[0].abs().sum() == 0
+    gpt2 = make_model(dim=64)
+    assert gpt2.blocks[0].mlp.fc.weight.shape == (256, 64)
+    assert gpt2.item_emb.weight[1:].std().item() == pytest.approx(0.02, rel=0.15)
+
+
 def test_sequences_longer_than_max_len_are_an_error():
     with pytest.raises(ValueError, match="exceeds max_len 8"):
         make_model()(torch.ones(1, 9, dtype=torch.long))
