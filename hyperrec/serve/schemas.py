@@ -12,8 +12,13 @@ ServedBy = Literal["ranker", "last_good", "popularity"]
 VERSION_SPEC = r"^(current|last-good|latest|v[0-9]{4,12})$"  # what Registry.resolve reads
 
 
+# At least one of user_id and session_id, as a string: said in the OpenAPI document too, so that a
+# request the document calls valid is one the endpoint accepts.
+A_SHOPPER = {"anyOf": [{"required": [name], "properties": {name: {"type": "string"}}} for name in ("user_id", "session_id")]}
+
+
 class RecommendRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=A_SHOPPER)
 
     user_id: NonEmpty | None = Field(None, description="the shop's user id; leave it out for an anonymous shopper (then session_id)")
     session_id: NonEmpty | None = Field(
