@@ -27,9 +27,10 @@ from rich.table import Table
 from hyperrec.data.event_columns import validate_frame
 from hyperrec.data.events import EVENT_TYPES
 
-SHARE = {"view": 0.5, "click": 0.2, "add_to_cart": 0.1, "remove_from_cart": 0.02, "purchase": 0.1, "search": 0.05, "price_change": 0.02}
+SHARE = {"view": 0.5, "click": 0.2, "add_to_cart": 0.1, "remove_from_cart": 0.02, "purchase": 0.1, "search": 0.05}
+SHARE |= {"identify": 0.01, "price_change": 0.02}
 SHARE["stock_change"] = 1 - sum(SHARE.values())
-USER_KINDS = EVENT_TYPES[:6]
+USER_KINDS = ("view", "click", "add_to_cart", "remove_from_cart", "purchase", "search")
 
 
 def _ids(prefix: str, numbers: np.ndarray, keep: np.ndarray) -> pa.Array:
@@ -47,6 +48,7 @@ def make_events(n: int, bad: float, seed: int = 0) -> pd.DataFrame:
     kind = rng.choice(len(EVENT_TYPES), n, p=[SHARE[k] for k in EVENT_TYPES])
     is_ = {k: kind == i for i, k in enumerate(EVENT_TYPES)}
     user = np.isin(kind, [EVENT_TYPES.index(k) for k in USER_KINDS])
+    shopper = user | is_["identify"]  # identify names the user and the session, and has no context
     cart = is_["add_to_cart"] | is_["remove_from_cart"] | is_["purchase"]
     seconds = pa.array(1_704_067_200 + rng.integers(0, 365 * 86_400, n), pa.timestamp("s"))
     naive = pc.replace_substring(pc.cast(seconds, pa.string()), " ", "T")  # 2024-03-01T12:00:00
@@ -55,15 +57,15 @@ def make_events(n: int, bad: float, seed: int = 0) -> pd.DataFrame:
     table = pa.table(
         {
             "event_type": pa.array(np.where(broken & is_["view"], "teleport", np.array(EVENT_TYPES)[kind])),
-            "schema_version": pa.array(np.ones(n, np.int64)),
+            "schema_version": pa.array(np.where(is_["identify"], 2, 1).astype(np.int64)),  # identify is version 2 only
             "timestamp": pc.if_else(  # a broken click has no time zone
                 pa.array(broken & is_["click"]),
                 naive,
                 pc.binary_join_element_wise(naive, "Z", ""),
             ),
-            "user_id": _ids("u", user_ids, user),
-            "session_id": _ids("s", user_ids * 10 + rng.integers(0, 10, n), user),
-            "item_id": _ids("i", rng.zipf(1.3, n) % 1_000_000, ~is_["search"]),
+            "user_id": _ids("u", user_ids, shopper),
+            "session_id": _ids("s", user_ids * 10 + rng.integers(0, 10, n), shopper),
+            "item_id": _ids("i", rng.zipf(1.3, n) % 1_000_000, ~is_["search"] & ~is_["identify"]),
             "order_id": _ids("o", rng.integers(0, n, n), is_["purchase"] & ~broken),  # a broken purchase has no order id
             "quantity": _numbers(np.where(broken & is_["add_to_cart"], 0, rng.integers(1, 4, n)), cart),
             "position": _numbers(rng.integers(1, 20, n), is_["purchase"]),
