@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import warnings
 from typing import Any
 
@@ -20,7 +21,6 @@ from hyperrec.progress import PROGRESS_ENV, mark_driver_output
 
 QUIET_FLAG = "HYPERREC_QUIET"
 QUIET_ENV = {
-    "RAY_AUTH_MODE": "token",  # what Ray picks for a new local cluster anyway; said explicitly, Ray does not warn about it
     "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning,ignore::UserWarning",  # for the Ray workers
     "TORCH_LOGS": "-onnx",  # the exporter's "torchvision is not installed" lines (torch sets its loggers' levels itself)
     QUIET_FLAG: "1",  # read by hyperrec/__init__.py in every process that imports hyperrec (Ray workers too)
@@ -51,6 +51,8 @@ def configure(verbose: bool = False) -> None:
         return
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    if "ray" not in sys.modules:  # Ray reads its auth mode once; a process that imported it already keeps its own
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # what Ray picks for a new local cluster anyway; said, it does not warn
     quiet_libraries()
 
 
