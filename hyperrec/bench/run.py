@@ -31,7 +31,7 @@ from rich.console import Console
 
 from hyperrec.bench.bundles import HistoryProfile, encoder_config, synthetic_bundle
 from hyperrec.bench.loadgen import NEW_USER, Reply, StepResult, http_step_in_this_process, open_loop, recommend_bodies, reply_of, serial
-from hyperrec.eval.report import print_table, write_table
+from hyperrec.eval.report import print_table, save_figure, write_table
 from hyperrec.logs import ray_logging
 from hyperrec.registry import Registry
 from hyperrec.serve.config import ServeConfig
@@ -220,7 +220,5 @@ def report(table: pd.DataFrame, stages: pd.DataFrame, items: int, size_rate: flo
     ax.set_ylabel("latency (ms)")
     ax.set_title(f"/recommend latency, {items:,} items")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "latency_by_rate.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "latency_by_rate.png", dpi=110)
     console.print(f"tables and plot in {out}")

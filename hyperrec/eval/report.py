@@ -36,6 +36,13 @@ def print_table(table: pd.DataFrame, title: str, console: Console | None = None)
     (console or Console()).print(shown)
 
 
+def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> None:
+    """Lay the figure out, write it as a PNG and free it (figures are files here, never windows)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def plot_metrics(table: pd.DataFrame, metrics: list[str], path: Path, title: str) -> None:
     """Grouped bars: one group per metric, one bar per method."""
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(metrics), 4))
@@ -48,9 +55,7 @@ def plot_metrics(table: pd.DataFrame, metrics: list[str], path: Path, title: str
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_learning_curves(curves: dict[str, tuple[pd.Series, pd.Series]], ylabel: str, path: Path, title: str) -> None:
@@ -63,9 +68,7 @@ def plot_learning_curves(curves: dict[str, tuple[pd.Series, pd.Series]], ylabel:
     ax.set_title(title)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def write_table(table: pd.DataFrame, directory: Path, stem: str) -> list[Path]:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from hyperrec.eval.report import print_table, write_table
+from hyperrec.eval.report import print_table, save_figure, write_table
 from hyperrec.experiment import stats
 from hyperrec.experiment.assignment import HOLDOUT, ExperimentSpec, load_spec
 from hyperrec.experiment.records import LogError, log_files, read_log
@@ -144,9 +144,7 @@ def plot_running(running: pd.DataFrame, metric: str, path: Path, title: str) -> 
     ax.set_title(title)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def check_arms(exposures: pd.DataFrame, spec: ExperimentSpec, where: Path) -> list[str]:

@@ -23,7 +23,7 @@ from ray.tune.search import BasicVariantGenerator
 from rich.console import Console
 
 from hyperrec.config import ExperimentConfig, SearchDimension, SweepConfig, apply_overrides, read_yaml, set_dotted, validate
-from hyperrec.eval.report import plot_learning_curves, print_table, write_table
+from hyperrec.eval.report import plot_learning_curves, print_table, save_figure, write_table
 from hyperrec.train.launcher import ensure_ray
 from hyperrec.train.loop import train_loop
 from hyperrec.train.model_factory import model_config
@@ -169,8 +169,6 @@ def plot_sweep(table: pd.DataFrame, curves: dict[str, pd.DataFrame], sweep: Swee
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{sweep.name}: {metric} per trial")
-    fig.tight_layout()
-    fig.savefig(out / "metric_vs_params.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "metric_vs_params.png", dpi=110)
     best = {trial: (curves[trial]["epoch"], curves[trial][sweep.metric]) for trial in table.index[:5]}
     plot_learning_curves(best, sweep.metric, out / "learning_curves.png", "learning curves of the best trials")

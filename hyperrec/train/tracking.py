@@ -22,7 +22,7 @@ from torch import nn
 from hyperrec.config import ExperimentConfig
 from hyperrec.data.sequences import Split
 from hyperrec.eval.evaluate import Evaluation
-from hyperrec.eval.report import write_table
+from hyperrec.eval.report import save_figure, write_table
 from hyperrec.train.model_factory import model_config
 
 MODEL_FILE = "model.pt"
@@ -97,6 +97,4 @@ class RunTracker:
         right.plot(frame["epoch"], frame[monitor], "s-", color="tab:orange", label=monitor)
         right.set_ylabel(monitor, color="tab:orange")
         left.set_title(self.run_dir.name)
-        fig.tight_layout()
-        fig.savefig(self.run_dir / "learning_curve.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, self.run_dir / "learning_curve.png", dpi=110)
