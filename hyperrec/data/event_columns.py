@@ -3,7 +3,7 @@
 `validate_frame(frame)` gives the same accepted rows and the same (row, reason) list as checking
 each row with the pydantic models (`validate_frame(frame, columnar=False)`, the reference), at a
 fraction of the cost. The rules are read from the models: the kinds and their fields, which are
-required, the defaults, and the string-length and lower bounds; a field or value this module
+required, the defaults, the string-length bounds and the bounds on numbers and times; a field or value this module
 does not vectorize (literals, strings in number columns, odd timestamps) is checked by that
 field's own pydantic validator, once per distinct value.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC
 from functools import cache
 from types import NoneType, UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -41,7 +42,7 @@ from hyperrec.data.events import (
 )
 
 # Cell codes; the kind-of-fault codes only need to tell faults apart, the messages come from pydantic.
-OK, MISSING, EXTRA, WRONG_TYPE, TOO_SMALL, TOO_LONG, FRACTION, NOT_FINITE, NAIVE = range(9)
+OK, MISSING, EXTRA, WRONG_TYPE, TOO_SMALL, TOO_LONG, TOO_LARGE, FRACTION, NOT_FINITE, NAIVE = range(10)
 _MESSAGE_CODES: dict[str, int] = {}  # a field validator's message -> its code (from 16 up)
 _CHUNK = 50_000  # rows per pydantic batch on the reference path
 
@@ -134,7 +135,13 @@ def _base_type(field: FieldInfo) -> Any:
 
 def _constraints(field: FieldInfo) -> dict[type, Any] | None:
     """The field's bounds by kind, or None when it carries a constraint not vectorized here."""
-    known = {annotated_types.MinLen: "min_length", annotated_types.MaxLen: "max_length", annotated_types.Ge: "ge"}
+    known = {
+        annotated_types.MinLen: "min_length",
+        annotated_types.MaxLen: "max_length",
+        annotated_types.Ge: "ge",
+        annotated_types.Le: "le",
+        annotated_types.Lt: "lt",
+    }
     if any(type(m) not in known for m in field.metadata):
         return None
     return {type(m): getattr(m, known[type(m)]) for m in field.metadata}
@@ -171,21 +178,38 @@ def _check(column: pd.Series, present: np.ndarray, field: FieldInfo) -> tuple[np
         if base in (int, float) and kind in ("integer", "floating"):
             number = column.to_numpy(dtype=np.float64, na_value=np.nan)
             below = number < bounds.get(annotated_types.Ge, -np.inf)
+            above = number > bounds.get(annotated_types.Le, np.inf)
             if base is float or kind == "integer":
-                return np.where(below, TOO_SMALL, OK).astype(np.uint16), None
+                return np.select([below, above], [TOO_SMALL, TOO_LARGE], OK).astype(np.uint16), None
             finite = np.isfinite(number)
             if not (np.abs(number[finite]) < 2**63).all():
                 return _check_each(column, field)  # pydantic's own limit on integers from floats
-            faults = [present & ~finite, finite & (number != np.floor(number)), below]
-            return np.select(faults, [NOT_FINITE, FRACTION, TOO_SMALL], OK).astype(np.uint16), None
-    if base is AwareDatetime and not field.metadata:
-        if kind == "aware":
-            return np.zeros(len(column), np.uint16), column.dt.tz_convert("UTC").dt.as_unit("us").dt.tz_localize(None).to_numpy()
-        if kind == "naive":
+            faults = [present & ~finite, finite & (number != np.floor(number)), below, above]
+            return np.select(faults, [NOT_FINITE, FRACTION, TOO_SMALL, TOO_LARGE], OK).astype(np.uint16), None
+        if base is AwareDatetime and kind in ("aware", "string"):
+            if kind == "aware":
+                codes, stamps = np.zeros(len(column), np.uint16), _utc_wall_times(column.dt.tz_convert("UTC"))
+            else:
+                codes, stamps = _check_timestamp_strings(column, present, field)
+            return _time_bounds(codes, stamps, bounds), stamps
+        if base is AwareDatetime and kind == "naive":
             return np.where(present, NAIVE, OK).astype(np.uint16), None
-        if kind == "string":
-            return _check_timestamp_strings(column, present, field)
     return _check_each(column, field)
+
+
+def _utc_wall_times(stamps: pd.Series) -> np.ndarray:
+    return stamps.dt.as_unit("us").dt.tz_localize(None).to_numpy()
+
+
+def _time_bounds(codes: np.ndarray, stamps: np.ndarray, bounds: dict[type, Any]) -> np.ndarray:
+    """Codes of timestamps (UTC wall times) with those before `ge` or from `lt` on marked; faults already found stay."""
+
+    def wall(moment: Any) -> np.datetime64:
+        return np.datetime64(moment.astimezone(UTC).replace(tzinfo=None), "us")
+
+    early = stamps < wall(bounds[annotated_types.Ge]) if annotated_types.Ge in bounds else np.zeros(len(codes), bool)
+    late = stamps >= wall(bounds[annotated_types.Lt]) if annotated_types.Lt in bounds else np.zeros(len(codes), bool)
+    return np.where(codes != OK, codes, np.select([early, late], [TOO_SMALL, TOO_LARGE], OK)).astype(np.uint16)
 
 
 def _check_timestamp_strings(column: pd.Series, present: np.ndarray, field: FieldInfo) -> tuple[np.ndarray, np.ndarray]:
@@ -193,8 +217,7 @@ def _check_timestamp_strings(column: pd.Series, present: np.ndarray, field: Fiel
     text = column.astype("str")
     aware = text.str.fullmatch(_AWARE.pattern).to_numpy(dtype=bool, na_value=False)
     naive = text.str.fullmatch(_NAIVE.pattern).to_numpy(dtype=bool, na_value=False)
-    stamps = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce").dt.as_unit("us").dt.tz_localize(None)
-    stamps = stamps.to_numpy(copy=True)
+    stamps = _utc_wall_times(pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")).copy()
     codes = np.where(naive, NAIVE, OK).astype(np.uint16)
     other = present & (~(aware | naive) | np.isnat(stamps))
     if other.any():
@@ -218,7 +241,7 @@ def _check_each(column: pd.Series, field: FieldInfo) -> tuple[np.ndarray, np.nda
         return codes[index], None  # the validator changed no value
     out = results[index]
     if _base_type(field) is AwareDatetime:
-        out = pd.to_datetime(pd.Series(out, dtype=object), utc=True).dt.as_unit("us").dt.tz_localize(None).to_numpy()
+        out = _utc_wall_times(pd.to_datetime(pd.Series(out, dtype=object), utc=True))
     return codes[index], out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
@@ -22,6 +23,14 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, V
 SCHEMA_VERSION = 2
 Version = Literal[1, 2]  # every version still accepted
 NonEmpty = Annotated[str, Field(min_length=1, max_length=256)]
+# Upper bounds on every number and both ends of time: a value outside them is a broken sender, and
+# inside them every accepted value fits the event log's columns (int64, microsecond timestamps).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+Timestamp = Annotated[AwareDatetime, Field(ge=EARLIEST, lt=LATEST, description="with a UTC offset, from 2000 up to (not including) 2100")]
+MAX_QUANTITY = 10_000
+MAX_STOCK = 1_000_000_000
+MAX_PRICE = 10_000_000.0
 
 
 class Context(BaseModel):
@@ -36,7 +45,7 @@ class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: Version = SCHEMA_VERSION
-    timestamp: AwareDatetime
+    timestamp: Timestamp
 
 
 class _UserEvent(_Event):
@@ -58,22 +67,22 @@ class Click(_UserEvent):
 class AddToCart(_UserEvent):
     event_type: Literal["add_to_cart"]
     item_id: NonEmpty
-    quantity: int = Field(1, ge=1)
+    quantity: int = Field(1, ge=1, le=MAX_QUANTITY)
 
 
 class RemoveFromCart(_UserEvent):
     event_type: Literal["remove_from_cart"]
     item_id: NonEmpty
-    quantity: int = Field(1, ge=1)
+    quantity: int = Field(1, ge=1, le=MAX_QUANTITY)
 
 
 class Purchase(_UserEvent):
     event_type: Literal["purchase"]
     item_id: NonEmpty
     order_id: NonEmpty
-    quantity: int = Field(1, ge=1)
-    price: float | None = Field(None, ge=0)
-    position: int | None = Field(None, ge=1, description="order of the item within the basket")
+    quantity: int = Field(1, ge=1, le=MAX_QUANTITY)
+    price: float | None = Field(None, ge=0, le=MAX_PRICE)
+    position: int | None = Field(None, ge=1, le=MAX_QUANTITY, description="order of the item within the basket")
 
 
 class Search(_UserEvent):
@@ -93,13 +102,13 @@ class Identify(_Event):
 class PriceChange(_Event):
     event_type: Literal["price_change"]
     item_id: NonEmpty
-    price: float = Field(ge=0)
+    price: float = Field(ge=0, le=MAX_PRICE)
 
 
 class StockChange(_Event):
     event_type: Literal["stock_change"]
     item_id: NonEmpty
-    stock: int = Field(ge=0)
+    stock: int = Field(ge=0, le=MAX_STOCK)
 
 
 Event = Annotated[

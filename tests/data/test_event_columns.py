@@ -27,8 +27,13 @@ ALSO_GOOD = [
     ("view", {"timestamp": "2024-03-01 12:00:00.25+01:00"}),
     ("view", {"timestamp": "2024-03-01T12:00Z"}),
     ("click", {"timestamp": "1700000000"}),
-    ("price_change", {"price": np.inf}),
     ("price_change", {"price": "1.5"}),
+    ("price_change", {"price": 1e7}),
+    ("stock_change", {"stock": 1_000_000_000}),
+    ("add_to_cart", {"quantity": 10_000}),
+    ("view", {"timestamp": "2000-01-01T00:00:00Z"}),
+    ("view", {"timestamp": "2099-12-31T23:59:59.999999Z"}),
+    ("view", {"timestamp": "2000-01-01T00:30:00+00:30"}),
 ]
 # Each rule broken at least once; None removes the field.
 BAD = [
@@ -57,6 +62,17 @@ BAD = [
     ("stock_change", {"stock": -1}),
     ("purchase", {"price": -0.5}),
     ("price_change", {"price": -np.inf}),
+    ("price_change", {"price": np.inf}),
+    ("price_change", {"price": 1e7 + 1}),
+    ("stock_change", {"stock": 1_000_000_001}),
+    ("stock_change", {"stock": 2**63 - 1}),
+    ("add_to_cart", {"quantity": 10_001}),
+    ("purchase", {"position": 10_001}),
+    ("view", {"timestamp": "1999-12-31T23:59:59Z"}),
+    ("view", {"timestamp": "2000-01-01T00:30:00+01:00"}),
+    ("view", {"timestamp": "2100-01-01T00:00:00Z"}),
+    ("view", {"timestamp": "0358-06-07T11:56:16Z"}),
+    ("click", {"timestamp": "9999999999999"}),
     ("price_change", {"price": "cheap"}),
     ("purchase", {"position": 0}),
     ("view", {"schema_version": 7}),
@@ -124,6 +140,10 @@ def test_the_checks_agree_on_a_csv_round_trip(tmp_path):
         ("timestamp", pd.to_datetime(["2024-03-01T12:00:00+01:00"] * 2).tz_convert("Europe/Paris")),
         ("timestamp", pd.to_datetime(["2024-03-01T12:00:00", None])),  # no time zone
         ("timestamp", [1_700_000_000, 1_700_000_001]),
+        ("timestamp", pd.to_datetime(["1999-12-31T23:59:59Z", "2100-01-01T00:00:00Z"], utc=True)),  # outside the contract's years
+        ("timestamp", pd.to_datetime(["2000-01-01T00:30:00+01:00", "2000-01-01T01:30:00+01:00"]).tz_convert("Europe/Paris")),
+        ("stock", [1_000_000_000, 1_000_000_001]),
+        ("quantity", [10_000.0, 10_001.0]),
         ("device", pd.Categorical(["web", "tv"])),
     ],
 )

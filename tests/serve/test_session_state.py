@@ -309,3 +309,21 @@ def test_version_1_and_2_events_are_accepted_and_bad_ones_rejected_with_the_fiel
     assert (
         len(flow.store.users(["shopper"])[0].events) == 3
     )  # both versions' views, and the anonymous one (the batch applies in time order: identify last)
+
+
+def test_values_past_the_contracts_bounds_are_rejected_and_the_rest_kept(flow: RecommendFlow) -> None:
+    """The batch schemathesis found: a stock past int64's reach and timestamps in year 358 once broke the event log (500)."""
+    items = catalogue(flow)
+    batch = [
+        {"event_type": "search", "timestamp": "0486-07-05T21:30:01.9Z", "query": "oats", "session_id": "visit"},
+        {"event_type": "stock_change", "item_id": items[1], "timestamp": START.isoformat(), "stock": 9223372036854775807},
+        event("add_to_cart", 1, item_id=items[2], quantity=10_001),
+        event("view", 2, item_id=items[3]),
+    ]
+    result = flow.ingest(batch)
+    assert result.accepted == 1
+    reasons = {r.index: r.reason for r in result.rejected}
+    assert reasons[0].startswith("timestamp: Input should be greater than or equal to 2000-01-01")
+    assert reasons[1].startswith("stock: Input should be less than or equal to 1000000000")
+    assert reasons[2].startswith("quantity: Input should be less than or equal to 10000")
+    assert int(flow.store.users(["shopper"])[0].events.items[-1]) == flow.items[flow.current].index[items[3]]
