@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC
 from functools import cache
 from types import NoneType, UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -32,6 +31,7 @@ from pydantic.fields import FieldInfo
 from hyperrec.data.events import (
     CONTEXT_KEYS,
     MODEL_BY_TYPE,
+    ContractYears,
     Rejection,
     empty_events,
     events_to_frame,
@@ -42,7 +42,7 @@ from hyperrec.data.events import (
 )
 
 # Cell codes; the kind-of-fault codes only need to tell faults apart, the messages come from pydantic.
-OK, MISSING, EXTRA, WRONG_TYPE, TOO_SMALL, TOO_LONG, TOO_LARGE, FRACTION, NOT_FINITE, NAIVE = range(10)
+OK, MISSING, EXTRA, WRONG_TYPE, TOO_SMALL, TOO_LONG, TOO_LARGE, FRACTION, NOT_FINITE, NAIVE, WRONG_YEAR = range(11)
 _MESSAGE_CODES: dict[str, int] = {}  # a field validator's message -> its code (from 16 up)
 _CHUNK = 50_000  # rows per pydantic batch on the reference path
 
@@ -140,11 +140,10 @@ def _constraints(field: FieldInfo) -> dict[type, Any] | None:
         annotated_types.MaxLen: "max_length",
         annotated_types.Ge: "ge",
         annotated_types.Le: "le",
-        annotated_types.Lt: "lt",
     }
-    if any(type(m) not in known for m in field.metadata):
+    if any(type(m) not in known and not isinstance(m, ContractYears) for m in field.metadata):
         return None
-    return {type(m): getattr(m, known[type(m)]) for m in field.metadata}
+    return {type(m): m if isinstance(m, ContractYears) else getattr(m, known[type(m)]) for m in field.metadata}
 
 
 def _value_kind(values: pd.Series) -> str:
@@ -186,12 +185,10 @@ def _check(column: pd.Series, present: np.ndarray, field: FieldInfo) -> tuple[np
                 return _check_each(column, field)  # pydantic's own limit on integers from floats
             faults = [present & ~finite, finite & (number != np.floor(number)), below, above]
             return np.select(faults, [NOT_FINITE, FRACTION, TOO_SMALL, TOO_LARGE], OK).astype(np.uint16), None
-        if base is AwareDatetime and kind in ("aware", "string"):
-            if kind == "aware":
-                codes, stamps = np.zeros(len(column), np.uint16), _utc_wall_times(column.dt.tz_convert("UTC"))
-            else:
-                codes, stamps = _check_timestamp_strings(column, present, field)
-            return _time_bounds(codes, stamps, bounds), stamps
+        if base is AwareDatetime and kind == "aware":
+            return _year_codes(column.dt.year, present, bounds), _utc_wall_times(column.dt.tz_convert("UTC"))
+        if base is AwareDatetime and kind == "string":
+            return _check_timestamp_strings(column, present, field, bounds)
         if base is AwareDatetime and kind == "naive":
             return np.where(present, NAIVE, OK).astype(np.uint16), None
     return _check_each(column, field)
@@ -201,29 +198,29 @@ def _utc_wall_times(stamps: pd.Series) -> np.ndarray:
     return stamps.dt.as_unit("us").dt.tz_localize(None).to_numpy()
 
 
-def _time_bounds(codes: np.ndarray, stamps: np.ndarray, bounds: dict[type, Any]) -> np.ndarray:
-    """Codes of timestamps (UTC wall times) with those before `ge` or from `lt` on marked; faults already found stay."""
-
-    def wall(moment: Any) -> np.datetime64:
-        return np.datetime64(moment.astimezone(UTC).replace(tzinfo=None), "us")
-
-    early = stamps < wall(bounds[annotated_types.Ge]) if annotated_types.Ge in bounds else np.zeros(len(codes), bool)
-    late = stamps >= wall(bounds[annotated_types.Lt]) if annotated_types.Lt in bounds else np.zeros(len(codes), bool)
-    return np.where(codes != OK, codes, np.select([early, late], [TOO_SMALL, TOO_LARGE], OK)).astype(np.uint16)
-
-
-def _check_timestamp_strings(column: pd.Series, present: np.ndarray, field: FieldInfo) -> tuple[np.ndarray, np.ndarray]:
+def _check_timestamp_strings(
+    column: pd.Series, present: np.ndarray, field: FieldInfo, bounds: dict[type, Any]
+) -> tuple[np.ndarray, np.ndarray]:
     """ISO 8601 strings in the common form parse here; the rest go to pydantic one distinct value at a time."""
     text = column.astype("str")
     aware = text.str.fullmatch(_AWARE.pattern).to_numpy(dtype=bool, na_value=False)
     naive = text.str.fullmatch(_NAIVE.pattern).to_numpy(dtype=bool, na_value=False)
     stamps = _utc_wall_times(pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")).copy()
-    codes = np.where(naive, NAIVE, OK).astype(np.uint16)
+    codes = np.where(naive, NAIVE, _year_codes(text.str[:4], aware, bounds))
     other = present & (~(aware | naive) | np.isnat(stamps))
     if other.any():
         other_codes, other_stamps = _check_each(column[other], field)
         codes[other], stamps[other] = other_codes, other_stamps
     return codes, stamps
+
+
+def _year_codes(years: pd.Series, present: np.ndarray, bounds: dict[type, Any]) -> np.ndarray:
+    """WRONG_YEAR where a present timestamp's year as written breaks the field's ContractYears, if it has one."""
+    rule = bounds.get(ContractYears)
+    if rule is None:
+        return np.zeros(len(years), np.uint16)
+    year = pd.to_numeric(years, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.where(present & ~((year >= rule.first) & (year <= rule.last)), WRONG_YEAR, OK).astype(np.uint16)
 
 
 def _check_each(column: pd.Series, field: FieldInfo) -> tuple[np.ndarray, np.ndarray | None]:

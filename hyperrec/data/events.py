@@ -13,21 +13,43 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, TypeAdapter, ValidationError
+from pydantic_core import CoreSchema, core_schema
 
 SCHEMA_VERSION = 2
 Version = Literal[1, 2]  # every version still accepted
 NonEmpty = Annotated[str, Field(min_length=1, max_length=256)]
-# Upper bounds on every number and both ends of time: a value outside them is a broken sender, and
-# inside them every accepted value fits the event log's columns (int64, microsecond timestamps).
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-LATEST = datetime(2100, 1, 1, tzinfo=UTC)
-Timestamp = Annotated[AwareDatetime, Field(ge=EARLIEST, lt=LATEST, description="with a UTC offset, from 2000 up to (not including) 2100")]
+
+
+class ContractYears:
+    """A timestamp's year, as written (before any conversion to UTC), is 2000 to 2099.
+
+    The rule is on the written year so that the OpenAPI document can state it exactly (a pattern),
+    which a bound on the UTC instant cannot; either way every accepted time fits the event log.
+    """
+
+    first, last, pattern = 2000, 2099, r"^20\d\d-"
+
+    def check(self, moment: datetime) -> datetime:
+        if not self.first <= moment.year <= self.last:
+            raise ValueError(f"the year must be {self.first} to {self.last}")
+        return moment
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        return handler(schema) | {"pattern": self.pattern, "description": f"RFC 3339 with a UTC offset, years {self.first} to {self.last}"}
+
+
+# Upper bounds on every number and on time: a value outside them is a broken sender, and inside
+# them every accepted value fits the event log's columns (int64, microsecond timestamps).
+Timestamp = Annotated[AwareDatetime, ContractYears()]
 MAX_QUANTITY = 10_000
 MAX_STOCK = 1_000_000_000
 MAX_PRICE = 10_000_000.0
