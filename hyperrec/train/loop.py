@@ -29,6 +29,7 @@ from hyperrec.eval.evaluate import Evaluation, evaluate_model
 from hyperrec.progress import worker_progress
 from hyperrec.train.model_factory import TASKS, build_model, item_log_q, model_config
 from hyperrec.train.sharding import full_state, fused_optimizer, is_fused, load_full_state, shard
+from hyperrec.train.stage_clock import StageClock, peak_rss_mib
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -164,10 +165,14 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
     seed_everything(config.seed)
     # One intra-op thread per CPU the worker was given: more only fight each other.
     torch.set_num_threads(max(1, int(config.train.resources_per_worker.get("CPU", 1))))
+    clock = StageClock()
     dataset = load_dataset(config.data)
+    clock.lap("load_data", events=len(dataset.events), items=len(dataset.catalog))
     split = make_split(dataset, config.data)
+    clock.lap("sequences", users=split.full.n_users, baskets=sum(len(user) for user in split.full.baskets))
     examples = TASKS[config.model.kind].examples(split.valid.history, model_config(config))
     log_q = item_log_q(split.valid.history)
+    clock.lap("examples", examples=len(next(iter(examples.values()))))
     device = _device(config)
     # `model` is what is evaluated and saved: the trained module itself, or with sharded tables a
     # plain twin that takes the full weights after every epoch (training starts from its weights).
@@ -181,10 +186,12 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
         state = load_checkpoint(Path(restored), objective, optimizer, embedding_optimizer)
     tracker = RunTracker(config, run_dir, split, dataset.fingerprint()) if reporter.rank == 0 else None
     log_q = log_q.to(device)
+    clock.lap("build_model")
     while not training_done(state, config):
         started = time.perf_counter()
         loss, seen = train_one_epoch(objective, optimizer, examples, log_q, config, state.epoch, reporter, device)
         train_seconds = time.perf_counter() - started
+        valid_started = time.perf_counter()
         weights = full_state(unwrap(objective).state_dict(), device)  # every rank: it gathers sharded tables
         if config.train.sharded_embeddings:
             model.load_state_dict(weights)
@@ -202,6 +209,9 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
             "train_loss": loss,
             "samples_per_s": seen * reporter.world_size / train_seconds,
             "epoch_seconds": time.perf_counter() - started,
+            "train_seconds": train_seconds,
+            "valid_seconds": time.perf_counter() - valid_started,
+            "peak_rss_mib": peak_rss_mib(),
             **{f"valid/{k}": v for k, v in valid.items()},
         }
         state.history.append(metrics)
@@ -214,7 +224,10 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
                 save_checkpoint(Path(tmp), weights, optimizer, embedding_state, state)
             if finished and tracker is not None:  # before the last report: a Tune scheduler may stop the trial at it
                 model.load_state_dict(state.best_model)
-                tracker.finish(model, evaluate_trained_model(model, split, "test", config, device), state.history, state.best_epoch)
+                clock.lap("epochs")
+                test = evaluate_trained_model(model, split, "test", config, device)
+                clock.lap("test_eval")
+                tracker.finish(model, test, state.history, state.best_epoch, clock.stages)
             reporter.report({**metrics, "best_" + config.train.monitor: state.best_metric}, Path(tmp) if reporter.rank == 0 else None)
     return state
 

@@ -55,7 +55,10 @@ class RunTracker:
         path = self.run_dir / "epochs.csv"
         pd.DataFrame([metrics]).to_csv(path, mode="a", header=not path.exists(), index=False)
 
-    def finish(self, model: nn.Module, test: Evaluation, history: list[dict[str, float]], best_epoch: int) -> dict[str, Any]:
+    def finish(
+        self, model: nn.Module, test: Evaluation, history: list[dict[str, float]], best_epoch: int, stages: dict[str, dict[str, float]]
+    ) -> dict[str, Any]:
+        """Save the model, the test table and the record; `stages`: rank 0's StageClock (seconds and peak RSS per stage)."""
         torch.save(
             {
                 "kind": self.config.model.kind,
@@ -79,6 +82,7 @@ class RunTracker:
             "test": test.summary,
             "wall_seconds": time.time() - self.started,
             "samples_per_s": sum(h["samples_per_s"] for h in history) / max(len(history), 1),
+            "stages": stages,
         }
         (self.run_dir / RECORD_FILE).write_text(json.dumps(record, indent=2))
         if self.wandb_run is not None:

@@ -43,6 +43,11 @@ def test_two_worker_ray_train_run_writes_a_complete_run(trained_run):
     run_dir, record = trained_run
     assert [e["epoch"] for e in record["epochs"]] == [1, 2]
     assert record["samples_per_s"] > 0
+    stages = record["stages"]  # rank 0's clock, in the order the run went through them
+    assert list(stages) == ["load_data", "sequences", "examples", "build_model", "epochs", "test_eval"]
+    assert all(s["seconds"] >= 0 and s["peak_rss_mib"] > 0 for s in stages.values())
+    assert stages["load_data"]["events"] > 0 and stages["sequences"]["users"] > 0 and stages["examples"]["examples"] > 0
+    assert all(e["train_seconds"] > 0 and e["valid_seconds"] > 0 and e["peak_rss_mib"] > 0 for e in record["epochs"])
     # the files hold what the record says: test metrics per user (their mean is the record's), the
     # results table, one epochs.csv row per epoch, the learning curve, the weights over the catalogue
     config = ExperimentConfig.model_validate(record["config"])
