@@ -174,6 +174,8 @@ def _check(column: pd.Series, present: np.ndarray, field: FieldInfo) -> tuple[np
             return np.select([too_short, too_long], [TOO_SMALL, TOO_LONG], OK).astype(np.uint16), None
         if base is str and kind in ("integer", "floating", "boolean", "aware", "naive"):
             return np.where(present, WRONG_TYPE, OK).astype(np.uint16), None
+        if base is bool and kind == "boolean":
+            return np.zeros(len(column), np.uint16), None
         if base in (int, float) and kind in ("integer", "floating"):
             number = column.to_numpy(dtype=np.float64, na_value=np.nan)
             below = number < bounds.get(annotated_types.Ge, -np.inf)

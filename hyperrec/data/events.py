@@ -2,7 +2,8 @@
 
 User events (view, click, add_to_cart, remove_from_cart, purchase, search) share the session id,
 the user id (absent for an anonymous shopper, since version 2), timestamp and context; `identify`
-(version 2) says a session belongs to a user (a shopper who logs in); catalog events (price_change,
+(version 2) says a session belongs to a user (a shopper who logs in); `consent` (version 2) grants or
+withdraws one purpose of the shopper's data (personalization, analytics, email); catalog events (price_change,
 stock_change) concern an item. Every event carries `schema_version`: 2 is the current contract,
 1 (no `identify`, a user id on every user event) is still accepted; left out, it is 2. Inside hyperrec, events travel as a columnar table
 (`EVENT_COLUMNS`) so that millions of them stay cheap; `events_to_frame` and `frame_to_records`
@@ -121,6 +122,23 @@ class Identify(_Event):
     user_id: NonEmpty
 
 
+ConsentPurpose = Literal["personalization", "analytics", "email"]
+CONSENT_PURPOSES: tuple[str, ...] = get_args(ConsentPurpose)
+
+
+class Consent(_Event):
+    """The shopper granted or withdrew one purpose from `timestamp` on; the latest by time counts (hyperrec/serve/privacy.py)."""
+
+    schema_version: Literal[2] = SCHEMA_VERSION
+    event_type: Literal["consent"]
+    session_id: NonEmpty
+    user_id: NonEmpty | None = Field(None, description="the shop's user id; absent for an anonymous shopper (the session's consent)")
+    purpose: ConsentPurpose = Field(
+        description="personalization: their behaviour shapes their answers; analytics: experiments and exposure logs; email: email lists"
+    )
+    granted: bool = Field(description="true: granted; false: withdrawn")
+
+
 class PriceChange(_Event):
     event_type: Literal["price_change"]
     item_id: NonEmpty
@@ -134,7 +152,7 @@ class StockChange(_Event):
 
 
 Event = Annotated[
-    View | Click | AddToCart | RemoveFromCart | Purchase | Search | Identify | PriceChange | StockChange,
+    View | Click | AddToCart | RemoveFromCart | Purchase | Search | Identify | Consent | PriceChange | StockChange,
     Field(discriminator="event_type"),
 ]
 # Each event kind's model by its `event_type` tag, read from the union above (the one list of kinds).
@@ -145,7 +163,7 @@ EVENT_TYPES = tuple(MODEL_BY_TYPE)
 _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
 
 # The columnar form: one row per event, absent fields missing.
-STRING_COLUMNS = ("event_type", "user_id", "session_id", "item_id", "order_id", "query", "device", "channel", "page")
+STRING_COLUMNS = ("event_type", "user_id", "session_id", "item_id", "order_id", "query", "purpose", "device", "channel", "page")
 EVENT_COLUMNS = (
     "event_type",
     "schema_version",
@@ -159,6 +177,8 @@ EVENT_COLUMNS = (
     "price",
     "stock",
     "query",
+    "purpose",
+    "granted",
     "device",
     "channel",
     "page",
@@ -229,6 +249,8 @@ def normalize_events(frame: pd.DataFrame) -> pd.DataFrame:
             out[col] = pd.to_datetime(values, utc=True).as_unit("us")
         elif col == "price":
             out[col] = pd.array(values, dtype="float64")
+        elif col == "granted":
+            out[col] = pd.array(values, dtype="boolean")
         else:  # schema_version, quantity, position, stock: nullable integers
             out[col] = pd.array(values, dtype="Int64")
     out["schema_version"] = out["schema_version"].fillna(SCHEMA_VERSION)
@@ -270,6 +292,8 @@ def to_python(value: Any) -> Any:
     """A table cell as the plain Python value the contract's models are given."""
     if isinstance(value, pd.Timestamp):
         return value.to_pydatetime()
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):

@@ -3,24 +3,37 @@
 Appends never rewrite what is there: each append writes new files tagged with a batch number,
 and reading sorts by (batch, row) so that events come back exactly as they went in. The store
 remembers the content hash of every file ingested into it, so the same file is not appended twice
-by mistake; the catalog is merged, newer rows winning.
+by mistake; the catalog is merged, newer rows winning. The one rewrite is erasure (`erase`): the
+parts holding a shopper's rows are replaced, one file at a time, by copies without them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from hyperrec.data.catalog import normalize_catalog
 from hyperrec.data.events import EVENT_COLUMNS, EVENT_TYPES, empty_events, normalize_events
 
 _PARTITIONING = ds.partitioning(pa.schema([("event_date", pa.string()), ("event_type", pa.string())]), flavor="hive")
+
+
+def _dataset_schema() -> pa.Schema:
+    """Every column the contract has now, so that parts written before a column existed read as missing values there
+    (left to itself, the dataset takes its columns from one part, and an older first part hides the newer columns)."""
+    frame = empty_events().drop(columns="event_type").assign(_batch=pd.Series([], dtype="int64"), _row=pd.Series([], dtype="int64"))
+    columns = pa.Schema.from_pandas(frame, preserve_index=False).remove_metadata()
+    return pa.schema([*columns, *_PARTITIONING.schema])
 
 
 class OfflineStore:
@@ -69,11 +82,50 @@ class OfflineStore:
         unknown = set(event_types or []) - set(EVENT_TYPES)
         if unknown:
             raise ValueError(f"unknown event types {sorted(unknown)}; known: {list(EVENT_TYPES)}")
-        dataset = ds.dataset(self.events_dir, format="parquet", partitioning=_PARTITIONING)
+        dataset = self._dataset()
         row_filter = ds.field("event_type").isin(event_types) if event_types else None
         table = dataset.to_table(filter=row_filter)
         frame = table.to_pandas().sort_values(["_batch", "_row"], kind="stable")
         return normalize_events(frame[list(EVENT_COLUMNS)].reset_index(drop=True))
+
+    def _dataset(self) -> ds.Dataset:
+        return ds.dataset(self.events_dir, format="parquet", partitioning=_PARTITIONING, schema=_dataset_schema())
+
+    def sessions_of(self, user_id: str) -> set[str]:
+        """Sessions that events name together with the user (their user events and identify)."""
+        if not self.has_events():
+            return set()
+        table = self._dataset().to_table(columns=["session_id"], filter=ds.field("user_id") == user_id)
+        return {s for s in table.column("session_id").to_pylist() if s is not None}
+
+    def erase(self, user_id: str, sessions: Iterable[str]) -> int:
+        """Delete the user's events and the anonymous events of their sessions (before they logged in); returns how many.
+
+        Each part that holds any is replaced by a copy without them (written next to it, then renamed over it: a
+        reader sees the old part or the new one, never half of one); a part left empty is deleted.
+        """
+        if not self.events_dir.exists():
+            return 0
+        session_ids = sorted(set(sessions))
+        removed = 0
+        for part in sorted(self.events_dir.rglob("*.parquet")):
+            table = pq.ParquetFile(part).read()  # the file alone: its partition columns stay in its path
+            users, session_column = table.column("user_id"), table.column("session_id")
+            their_sessions = pc.is_in(session_column, value_set=pa.array(session_ids, session_column.type))
+            anonymous_in_theirs = pc.and_kleene(pc.is_null(users), their_sessions)
+            theirs = pc.fill_null(pc.or_kleene(pc.equal(users, user_id), anonymous_in_theirs), False)
+            count = pc.sum(theirs).as_py() or 0
+            if not count:
+                continue
+            removed += count
+            kept = table.filter(pc.invert(theirs))
+            if not kept.num_rows:
+                part.unlink()
+                continue
+            scratch = part.with_name(f".{part.name}.erasing")  # a leading dot: datasets never read it
+            pq.write_table(kept, scratch)
+            os.replace(scratch, part)
+        return removed
 
     def write_catalog(self, catalog: pd.DataFrame) -> None:
         """Merge into the stored catalog: new items are added, known items take the new values."""

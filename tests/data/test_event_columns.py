@@ -16,6 +16,7 @@ GOOD = {
     "remove_from_cart": {"event_type": "remove_from_cart", **USER, "item_id": "i1"},
     "purchase": {"event_type": "purchase", **USER, "item_id": "i1", "order_id": "o1", "quantity": 1, "price": 2.5, "position": 1},
     "search": {"event_type": "search", **USER, "query": "oat milk"},
+    "consent": {"event_type": "consent", **USER, "purpose": "personalization", "granted": False},
     "price_change": {"event_type": "price_change", "timestamp": T, "item_id": "i1", "price": 1.99},
     "stock_change": {"event_type": "stock_change", "timestamp": T, "item_id": "i1", "stock": 0},
 }
@@ -35,6 +36,10 @@ ALSO_GOOD = [
     ("view", {"timestamp": "2099-12-31T23:59:59.999999Z"}),
     ("view", {"timestamp": "2000-01-01T00:30:00+01:00"}),  # the year as written counts, not the UTC one
     ("view", {"timestamp": "2099-12-31T23:30:00-01:00"}),
+    ("consent", {"granted": True, "purpose": "email"}),
+    ("consent", {"granted": "false"}),
+    ("consent", {"granted": 1}),
+    ("consent", {"granted": "yes", "user_id": None}),
 ]
 # Each rule broken at least once; None removes the field.
 BAD = [
@@ -85,6 +90,16 @@ BAD = [
     ("view", {"device": "WEB"}),
     ("view", {"user_id": 5}),
     ("purchase", {"quantity": 0, "timestamp": "2024-03-01T12:00:00", "device": "fridge", "order_id": None}),
+    ("consent", {"purpose": "marketing"}),
+    ("consent", {"purpose": None}),
+    ("consent", {"granted": None}),
+    ("consent", {"granted": "maybe"}),
+    ("consent", {"granted": 0.5}),
+    ("consent", {"schema_version": 1}),
+    ("consent", {"session_id": None}),
+    ("consent", {"item_id": "i1"}),
+    ("view", {"granted": True}),
+    ("click", {"purpose": "email"}),
 ]
 
 
@@ -145,10 +160,16 @@ def test_the_checks_agree_on_a_csv_round_trip(tmp_path):
         ("stock", [1_000_000_000, 1_000_000_001]),
         ("quantity", [10_000.0, 10_001.0]),
         ("device", pd.Categorical(["web", "tv"])),
+        ("granted", [True, False]),
+        ("granted", pd.array([True, None], dtype="boolean")),
+        ("granted", [1, 2]),
+        ("purpose", pd.Categorical(["email", "sms"])),
     ],
 )
 def test_the_checks_agree_on_typed_columns(column, values):
     kinds = ["add_to_cart", "stock_change"] if column in ("quantity", "stock") else ["view", "view"]
+    if column in ("granted", "purpose"):
+        kinds = ["consent", "consent"]
     frame = pd.DataFrame([GOOD[k] for k in kinds])
     if column == "stock":
         frame = pd.DataFrame([GOOD["stock_change"]] * 2)
