@@ -180,6 +180,26 @@ def cmd_serve(args: argparse.Namespace) -> None:
     wait_then_stop()
 
 
+def cmd_audit(args: argparse.Namespace) -> None:
+    from hyperrec.serve.audit_report import run_audit
+    from hyperrec.serve.config import load_serve_config
+
+    if not (args.user or args.session or args.decision or args.verify):
+        raise ValueError("say what to look up: --user ID, --session ID or --decision TRACE_ID (and/or --verify)")
+    config = load_serve_config(args.config, args.overrides)
+    run_audit(
+        args.path or config.audit_folder(),
+        config.privacy,
+        _console(),
+        user=args.user,
+        session=args.session,
+        decision=args.decision,
+        item=args.item,
+        check=args.verify,
+        limit=args.limit,
+    )
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from hyperrec.serve.config import load_serve_config
     from hyperrec.serve.ray_env import prepare_environment
@@ -301,6 +321,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="default 8000")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="serve settings, e.g. store.kind=redis ranking.max_batch_size=64")
     p.set_defaults(func=cmd_serve)
+
+    p = commands.add_parser("audit", help="why did this shopper see this item: the decision records of a user, session or trace id")
+    p.add_argument("--user", help="the shop's user id (hashed with $HYPERREC_ID_KEY, as the server did)")
+    p.add_argument("--session", help="a session id (hashed the same way)")
+    p.add_argument("--decision", metavar="TRACE_ID", help="one answer's trace_id")
+    p.add_argument("--item", help="only the decisions that showed this item (highlighted)")
+    p.add_argument("--verify", action="store_true", help="check the checksum chain of every file (edits, deletions, reordering)")
+    p.add_argument("--limit", type=int, default=20, help="show at most the last N decisions")
+    p.add_argument("--path", type=Path, help="the audit folder (default: the serve config's audit.path, beside its event log)")
+    p.add_argument("--config", type=Path, help="the serve YAML the server ran with (audit path, privacy key variable)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="serve settings, e.g. event_log=data/store/served")
+    p.set_defaults(func=cmd_audit)
 
     p = commands.add_parser("bench", help="open-loop load on the endpoint: p50/p95/p99 per rate and per catalogue size")
     p.add_argument("--items", type=int, default=50_000, help="catalogue size of the rate sweep")

@@ -262,8 +262,12 @@ class Ingress:
         else:  # topology: single
             self.stages = LocalStages(Registry(self.config.registry), self.config)
         self.store = make_store(self.config)
-        self.flow = RecommendFlow(self.config, self.store, self.stages)
+        self.flow = RecommendFlow(self.config, self.store, self.stages, self.metrics)
         await self.flow.start()
+
+    def __del__(self) -> None:
+        """Ray Serve calls this when the replica stops (serve.shutdown, SIGTERM): the audit log's queue is written out."""
+        self.flow.close()
 
     @api.post("/recommend", response_model=RecommendResponse, responses=BAD_BODY)
     async def recommend(self, request: RecommendRequest) -> Any:

@@ -64,6 +64,15 @@ class AdminConfig(StrictModel):
     min_token_length: int = Field(16, ge=1, description="a shorter token is refused at start (make one with `openssl rand -hex 32`)")
 
 
+class AuditConfig(StrictModel):
+    """The audit log of decisions (hyperrec/serve/audit.py): one record per /recommend answer, written off the request path."""
+
+    enabled: bool = True
+    path: Path | None = Field(None, description="folder of the log; null = `audit` beside the event log (data/store/audit)")
+    queue_size: int = Field(10_000, ge=1, description="records waiting to be written; beyond it they are dropped and counted")
+    rotate_mb: float = Field(64.0, gt=0, description="a file this large is closed and a new one begun (also at each UTC day)")
+
+
 class ServeConfig(StrictModel):
     registry: Path = Path("experiments/registry")
     version: str = Field("current", description="registry version to serve: current, last-good, latest or vNNNN")
@@ -105,7 +114,14 @@ class ServeConfig(StrictModel):
     cpus_per_replica: float = Field(0.1, ge=0, description="Ray CPU reservation per replica (small: they share a laptop)")
     admin: AdminConfig = AdminConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    audit: AuditConfig = AuditConfig()
     fault_injection: bool = Field(False, description="enable /admin/faults (make a stage fail or stall: for tests and drills); off = 404")
+
+    def audit_folder(self) -> Path:
+        """audit.path, else `audit` beside the event log (a test's or benchmark's own event log keeps its audit log with it)."""
+        if self.audit.path is not None:
+            return self.audit.path
+        return (self.event_log.parent if self.event_log is not None else Path("data/store")) / "audit"
 
     @model_validator(mode="after")
     def _replicas_need_a_shared_store(self) -> ServeConfig:

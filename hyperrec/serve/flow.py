@@ -26,10 +26,14 @@ from hyperrec.data.events import events_to_frame, validate_events
 from hyperrec.data.offline_store import OfflineStore
 from hyperrec.models.item_index import single_threaded
 from hyperrec.registry import Registry
+from hyperrec.serve.audit import Decision, candidate_pool
+from hyperrec.serve.audit_writer import AuditWriter
 from hyperrec.serve.candidate_cache import CandidateCache
 from hyperrec.serve.config import ServeConfig
+from hyperrec.serve.metrics import ServeMetrics
 from hyperrec.serve.online_store import Action, OnlineStore, Subject
 from hyperrec.serve.policy import Pick, Policy, popular_picks
+from hyperrec.serve.privacy import Pseudonyms
 from hyperrec.serve.schemas import EventsResponse, RecommendRequest, RecommendResponse
 from hyperrec.serve.stages import RankingStage, RetrievalStage
 
@@ -107,7 +111,7 @@ class StageFailed(Exception):
 
 
 class RecommendFlow:
-    def __init__(self, config: ServeConfig, store: OnlineStore, stages: Stages):
+    def __init__(self, config: ServeConfig, store: OnlineStore, stages: Stages, metrics: ServeMetrics | None = None):
         self.config = config
         self.store = store
         self.stages = stages
@@ -119,6 +123,13 @@ class RecommendFlow:
         self.last_good: str | None = None
         self._swap_lock = asyncio.Lock()
         self.fallback_error: str | None = None
+        self.audit = (
+            AuditWriter(
+                config.audit_folder(), config.audit, Pseudonyms.from_environment(config.privacy), (metrics or ServeMetrics()).audit_dropped
+            )
+            if config.audit.enabled
+            else None
+        )
 
     # -- models ------------------------------------------------------------------------------
 
@@ -186,6 +197,7 @@ class RecommendFlow:
         served_by, served_version = "popularity", version
         in_cart = np.fromiter(state.cart, np.int64, len(state.cart)) if state is not None else np.empty(0, np.int64)
         blocked = np.concatenate([out_of_stock, excluded, in_cart])  # the cart's items are no recommendation
+        candidates: Candidates | None = None
         if state is not None and state.has_signal:  # nothing bought, viewed or carted yet: nothing to personalize on
             try:
                 candidates, hit = await self._candidates(version, subject, request, state, out_of_stock, prices)
@@ -223,7 +235,7 @@ class RecommendFlow:
             logger.warning("online store: impressions of %s %s not recorded: %s", *subject, exc)
         answer = [{"item_id": items.table.item_ids[p.item], "score": round(p.score, 6), "reason": p.reason} for p in picks]
         timer.lap("response")
-        return RecommendResponse(
+        response = RecommendResponse(
             user_id=request.user_id,
             session_id=request.session_id,
             items=answer,
@@ -234,6 +246,10 @@ class RecommendFlow:
             latency_ms=round(1000 * (time.perf_counter() - started), 3),
             stage_ms={name: round(ms, 4) for name, ms in timer.ms.items()},
         )
+        if self.audit is not None:
+            pool = candidate_pool(candidates) if candidates is not None else None
+            self.audit.put(Decision(request, response, pool, time.time()))
+        return response
 
     def _state(self, request: RecommendRequest) -> tuple[UserState | None, Subject]:
         """The shopper's state and whose it is: the user's (with the session's added when the request names both and
@@ -285,6 +301,11 @@ class RecommendFlow:
         except Exception as exc:  # a failing stage degrades the answer, it never fails the request
             cause = getattr(exc, "cause", None) or exc  # a Ray task error wraps the stage's own exception
             raise StageFailed(f"{name}: {type(cause).__name__}: {cause}".splitlines()[0][:300]) from None
+
+    def close(self) -> None:
+        """Write the audit records still queued (server stop); the stages are their owner's to close."""
+        if self.audit is not None:
+            self.audit.close()
 
     # -- events ------------------------------------------------------------------------------
 

@@ -19,6 +19,9 @@ class ServeMetrics:
         )
         self.events = Counter("hyperrec_events", "Events received", ["outcome"], registry=self.registry)
         self.bad_requests = Counter("hyperrec_bad_requests", "Requests rejected with a 4xx", ["path"], registry=self.registry)
+        self.audit_dropped = Counter(
+            "hyperrec_audit_dropped", "Decision records not written to the audit log (queue full, disk error)", registry=self.registry
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

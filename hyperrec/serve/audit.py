@@ -1,0 +1,181 @@
+"""The audit log of decisions: one record per /recommend answer, in JSON lines chained by SHA-256.
+
+A line is `{"prev": <hash of the line before>, ...the record..., "hash": <SHA-256 of this line up to
+its hash field>}`. Editing a line breaks its own hash; deleting or reordering lines (or whole files)
+breaks the next line's `prev`. The chain runs across the files of a chain folder in name order and
+starts from GENESIS. What a hash chain cannot show is the loss of the newest lines at its end.
+
+Records hold pseudonyms (`Pseudonyms.of`) of the user and session ids, never the ids themselves:
+`hyperrec audit --user ID` finds a shopper's records by hashing ID under the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from hyperrec.bundle.features import FEATURE_NAMES
+from hyperrec.bundle.retrieval import Candidates
+from hyperrec.config import StrictModel
+from hyperrec.serve.privacy import Pseudonyms
+from hyperrec.serve.schemas import RecommendRequest, RecommendResponse, ServedBy
+
+GENESIS = "0" * 64  # `prev` of a chain's first line
+FILE_GLOB = "decisions-*.jsonl"
+_ANN_INV_RANK = FEATURE_NAMES.index("ann_inv_rank")
+_SEALED = re.compile(r'^(\{"prev":"([0-9a-f]{64})",.*),"hash":"([0-9a-f]{64})"\}$', re.DOTALL)
+
+
+class AuditedItem(StrictModel):
+    item_id: str
+    score: float
+    reason: str
+    propensity: float | None = Field(None, description="the exploration policy's probability of this pick; None = no bandit (yet)")
+
+
+class CandidatePool(StrictModel):
+    """What retrieval handed the ranker, after blocked items were dropped. Sources overlap: an item the shopper
+    bought that ANN also found counts in both; `popularity` counts the items only the popularity prior added."""
+
+    count: int
+    sources: dict[str, int]
+
+
+class DecisionRecord(StrictModel):
+    decision_id: str = Field(description="the response's trace_id")
+    time: datetime
+    user: str | None = Field(description="pseudonym of the user id")
+    session: str | None = Field(description="pseudonym of the session id")
+    consent: dict[str, bool] | None = Field(None, description="the shopper's consent by purpose when the answer was made")
+    placement: str | None = Field(description="the request's context.page")
+    arm: str | None = Field(None, description="experiment arm (no experiments yet)")
+    model_version: str
+    served_by: ServedBy
+    degraded: list[str]
+    candidates: CandidatePool | None = Field(description="None: no retrieval ran (popularity answer)")
+    items: list[AuditedItem]
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the request path hands the audit writer: cheap to make; the record is built off the request path."""
+
+    request: RecommendRequest
+    response: RecommendResponse
+    pool: CandidatePool | None
+    at: float  # time.time() of the answer
+
+    def record(self, pseudonyms: Pseudonyms) -> DecisionRecord:
+        request, response = self.request, self.response
+        return DecisionRecord(
+            decision_id=response.trace_id,
+            time=datetime.fromtimestamp(self.at, UTC),
+            user=pseudonyms.of(request.user_id) if request.user_id is not None else None,
+            session=pseudonyms.of(request.session_id) if request.session_id is not None else None,
+            placement=request.context.page,
+            model_version=response.model_version,
+            served_by=response.served_by,
+            degraded=response.degraded,
+            candidates=self.pool,
+            items=[AuditedItem(item_id=i.item_id, score=i.score, reason=i.reason) for i in response.items],
+            latency_ms=response.latency_ms,
+        )
+
+
+def candidate_pool(candidates: Candidates) -> CandidatePool:
+    ann = candidates.features[:, _ANN_INV_RANK] > 0
+    repeat = candidates.repeat.astype(bool)
+    return CandidatePool(
+        count=len(candidates.items),
+        sources={"ann": int(ann.sum()), "repeat": int(repeat.sum()), "popularity": int(np.count_nonzero(~ann & ~repeat))},
+    )
+
+
+# -- the chain -----------------------------------------------------------------------------------
+
+
+def seal(record: DecisionRecord, prev: str) -> tuple[str, str]:
+    """The record's line (with its newline) and its hash."""
+    body = f'{{"prev":"{prev}",' + record.model_dump_json()[1:]
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    return f'{body[:-1]},"hash":"{digest}"}}\n', digest
+
+
+@dataclass(frozen=True)
+class Break:
+    """The first line where the chain does not hold (1-based line number in `file`)."""
+
+    file: Path
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}"
+
+
+def chain_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob(FILE_GLOB))
+
+
+def chains(path: Path) -> list[Path]:
+    """The chain folders at `path`: the folder itself if it holds records, else its `chain-*` folders."""
+    if chain_files(path):
+        return [path]
+    return sorted(p for p in path.glob("chain-*") if p.is_dir())
+
+
+def verify(path: Path) -> Break | None:
+    """Check every chain under `path` (the audit folder or one chain folder); the first broken line, or None."""
+    for folder in chains(path):
+        prev = GENESIS
+        for file in chain_files(folder):
+            with file.open("rb") as lines:
+                for number, raw in enumerate(lines, 1):
+                    found = _SEALED.match(raw.decode(errors="replace").removesuffix("\n"))
+                    if not raw.endswith(b"\n"):
+                        return Break(file, number, "an unfinished line (a write cut short)")
+                    if found is None:
+                        return Break(file, number, "not a sealed record")
+                    body, claimed_prev, digest = found.group(1) + "}", found.group(2), found.group(3)
+                    if hashlib.sha256(body.encode()).hexdigest() != digest:
+                        return Break(file, number, "the line was edited: its hash does not match its content")
+                    if claimed_prev != prev:
+                        return Break(file, number, "a line before it was deleted or moved: prev is not the previous line's hash")
+                    prev = digest
+    return None
+
+
+def last_hash(folder: Path) -> str:
+    """The hash of the newest complete line in a chain folder (GENESIS if none): where the chain goes on."""
+    for file in reversed(chain_files(folder)):
+        with file.open("rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - (1 << 20)))  # a line is a few kB: the last MiB holds the last one
+            for raw in reversed(f.read().split(b"\n")[:-1]):  # [-1]: after the last newline (empty, or a torn line)
+                found = _SEALED.match(raw.decode(errors="replace"))
+                if found is not None:
+                    return found.group(3)
+    return GENESIS
+
+
+def read_records(path: Path) -> Iterator[DecisionRecord]:
+    """Every record under `path`, chain by chain, in written order (lines that do not parse are skipped: see verify)."""
+    for folder in chains(path):
+        for file in chain_files(folder):
+            for raw in file.read_text().splitlines():
+                try:
+                    fields = json.loads(raw)
+                except json.JSONDecodeError:
+                    continue
+                fields.pop("prev", None)
+                fields.pop("hash", None)
+                yield DecisionRecord.model_validate(fields)

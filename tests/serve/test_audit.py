@@ -1,0 +1,235 @@
+"""The audit log of decisions: one record per real /recommend answer through the in-process flow, pseudonymous,
+chained so that an edit, a deletion or a reordering shows, written off the request path, and found again by
+`hyperrec audit`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from hyperrec.cli import main
+from hyperrec.registry import Registry
+from hyperrec.serve.audit import Decision, chain_files, read_records, verify
+from hyperrec.serve.audit_writer import AuditWriter
+from hyperrec.serve.config import AuditConfig, ServeConfig
+from hyperrec.serve.flow import LocalStages, RecommendFlow
+from hyperrec.serve.metrics import ServeMetrics
+from hyperrec.serve.online_store import MemoryStore
+from hyperrec.serve.privacy import Pseudonyms
+from hyperrec.serve.schemas import RecommendRequest, RecommendResponse
+
+KEY = "test-key-0123456789abcdef"
+SHOPPER, VISIT = "shopper-7c41e9", "visit-93b2d0"  # ids that cannot occur by chance in a record's other bytes
+NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def id_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYPERREC_ID_KEY", KEY)
+
+
+def make_flow(exported, tmp_path: Path, metrics: ServeMetrics | None = None, **audit) -> RecommendFlow:
+    config = ServeConfig(
+        registry=exported.path.parent,
+        version=exported.version,
+        event_log=tmp_path / "log",
+        audit={"path": tmp_path / "audit", **audit},
+    )
+    flow = RecommendFlow(config, MemoryStore(), LocalStages(Registry(config.registry), config), metrics)
+    asyncio.run(flow.start())
+    return flow
+
+
+def ask(flow: RecommendFlow, **request) -> RecommendResponse:
+    return asyncio.run(flow.recommend(RecommendRequest(**request)))
+
+
+def shop(flow: RecommendFlow) -> None:
+    """SHOPPER views and carts a few items in VISIT: a personal answer with retrieval behind it."""
+    table = flow.items[flow.current].table
+    items = [str(i) for i in table.item_ids[table.in_stock][:3]]
+    events = [
+        {"event_type": kind, "user_id": SHOPPER, "session_id": VISIT, "item_id": item, "timestamp": NOW.isoformat()}
+        for kind, item in [("view", items[0]), ("view", items[1]), ("add_to_cart", items[2])]
+    ]
+    assert flow.ingest(events).accepted == 3
+
+
+def answers(flow: RecommendFlow) -> list[RecommendResponse]:
+    """A known user, SHOPPER in a session, the session alone, and a shopper with nothing to personalize on."""
+    known = sorted(flow.registry.bundle(flow.current).user_baskets())[0]
+    shop(flow)
+    return [
+        ask(flow, user_id=known, context={"page": "home"}),
+        ask(flow, user_id=SHOPPER, session_id=VISIT, context={"page": "product", "device": "ios"}, k=5),
+        ask(flow, session_id=VISIT, context={"page": "cart"}, k=3),
+        ask(flow, user_id="nobody-seen-yet", k=4),
+    ]
+
+
+def test_every_answer_writes_one_record_of_its_decision(exported, tmp_path):
+    flow = make_flow(exported, tmp_path)
+    sent = answers(flow)
+    flow.close()
+    records = list(read_records(tmp_path / "audit"))
+    assert [r.decision_id for r in records] == [a.trace_id for a in sent]
+    ids = Pseudonyms(KEY.encode())
+    for record, answer, page in zip(records, sent, ["home", "product", "cart", None], strict=True):
+        assert record.placement == page and record.model_version == answer.model_version
+        assert (record.served_by, record.degraded, record.latency_ms) == (answer.served_by, answer.degraded, answer.latency_ms)
+        assert [(i.item_id, i.score, i.reason) for i in record.items] == [(i.item_id, i.score, i.reason) for i in answer.items]
+        assert record.arm is None and all(i.propensity is None for i in record.items)
+        if answer.served_by == "ranker":  # retrieval ran: how many candidates it gave, from where
+            assert record.candidates is not None and record.candidates.count >= len(record.items)
+            assert set(record.candidates.sources) == {"ann", "repeat", "popularity"}
+    assert records[1].user == ids.of(SHOPPER) and records[1].session == ids.of(VISIT)
+    assert records[2].user is None and records[2].session == ids.of(VISIT)
+    assert records[3].served_by == "popularity" and records[3].candidates is None  # nothing to retrieve for
+    assert verify(tmp_path / "audit") is None
+
+
+def test_no_raw_user_or_session_id_in_the_audit_files(exported, tmp_path):
+    flow = make_flow(exported, tmp_path)
+    known = answers(flow)[0].user_id
+    flow.close()
+    written = b"".join(p.read_bytes() for p in (tmp_path / "audit").rglob("*") if p.is_file())
+    assert written.count(b'"decision_id"') == 4
+    for raw in (SHOPPER, VISIT, known):
+        assert raw.encode() not in written
+    assert Pseudonyms(KEY.encode()).of(SHOPPER).encode() in written
+
+
+def sealed_lines(exported, tmp_path: Path, n: int) -> Path:
+    """n records written through the flow, over several files (a tiny rotation size); the chain folder."""
+    flow = make_flow(exported, tmp_path, rotate_mb=0.002)
+    known = sorted(flow.registry.bundle(flow.current).user_baskets())[:n]
+    for user in known:
+        ask(flow, user_id=user, k=5)
+    flow.close()
+    [chain] = (tmp_path / "audit").glob("chain-*")
+    return chain
+
+
+def lines_of(folder: Path) -> list[tuple[Path, list[bytes]]]:
+    return [(f, f.read_bytes().splitlines(keepends=True)) for f in chain_files(folder)]
+
+
+def test_the_chain_verifies_and_shows_an_edit_a_deletion_and_a_reordering(exported, tmp_path):
+    chain = sealed_lines(exported, tmp_path, 12)
+    files = lines_of(chain)
+    assert len(files) >= 3 and sum(len(lines) for _, lines in files) == 12  # rotated, nothing lost
+    assert verify(chain) is None
+    first, lines = files[0]
+
+    def tampered(name: str, new_lines: list[bytes]) -> Path:
+        copy = tmp_path / name
+        shutil.copytree(chain, copy)
+        (copy / first.name).write_bytes(b"".join(new_lines))
+        return copy
+
+    edited = lines[1].replace(b'"served_by":"ranker"', b'"served_by":"last_good"').replace(b'"score":', b'"score":1', 1)
+    assert edited != lines[1]
+    broken = verify(tampered("edited", [lines[0], edited, *lines[2:]]))
+    assert (broken.file.name, broken.line) == (first.name, 2) and "edited" in broken.reason
+    broken = verify(tampered("deleted", [lines[0], *lines[2:]]))
+    assert (broken.line, "deleted or moved" in broken.reason) == (2, True)
+    broken = verify(tampered("reordered", [lines[1], lines[0], *lines[2:]]))
+    assert (broken.line, "deleted or moved" in broken.reason) == (1, True)
+    broken = verify(tampered("cut", [*lines[:-1], lines[-1][:-40]]))
+    assert (broken.line, "unfinished" in broken.reason) == (len(lines), True)
+    whole_file_gone = tmp_path / "file-gone"
+    shutil.copytree(chain, whole_file_gone)
+    (whole_file_gone / files[1][0].name).unlink()
+    broken = verify(whole_file_gone)
+    assert (broken.file.name, broken.line) == (files[2][0].name, 1)
+
+
+def test_a_restarted_server_goes_on_with_its_chain(exported, tmp_path):
+    for user in ("a-shopper", "b-shopper"):
+        flow = make_flow(exported, tmp_path)
+        ask(flow, user_id=user)
+        flow.close()
+    [chain] = (tmp_path / "audit").glob("chain-*")  # the second server took the first one's chain back
+    assert len(chain_files(chain)) == 2 and verify(chain) is None
+    assert len(list(read_records(tmp_path / "audit"))) == 2
+
+
+def test_two_writers_on_one_folder_keep_chains_of_their_own(exported, tmp_path):
+    one, two = make_flow(exported, tmp_path), make_flow(exported, tmp_path)
+    for flow in (one, two, one):
+        ask(flow, user_id="someone")
+    one.close()
+    two.close()
+    chains = sorted(p.name for p in (tmp_path / "audit").glob("chain-*"))
+    assert chains == ["chain-0", "chain-1"] and verify(tmp_path / "audit") is None
+    assert len(list(read_records(tmp_path / "audit"))) == 3
+
+
+def test_a_full_queue_drops_records_without_blocking_and_counts_them(exported, tmp_path, caplog):
+    flow = make_flow(exported, tmp_path)
+    decision = Decision(RecommendRequest(user_id=SHOPPER), ask(flow, user_id=SHOPPER), None, NOW.timestamp())
+    flow.close()
+    metrics = ServeMetrics()
+    writer = AuditWriter(tmp_path / "small", AuditConfig(queue_size=1), Pseudonyms(KEY.encode()), metrics.audit_dropped)
+    sent = 200
+    with caplog.at_level(logging.WARNING, logger="hyperrec.serve.audit_writer"):
+        for _ in range(sent):  # faster than the writer's fsyncs: the one-record queue overflows (never waits)
+            writer.put(decision)
+        writer.close()
+    dropped = metrics.registry.get_sample_value("hyperrec_audit_dropped_total")
+    written = len(list(read_records(tmp_path / "small")))
+    assert dropped >= 1 and written >= 1 and written + dropped == sent
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1 == len(caplog.records)
+    assert "hyperrec_audit_dropped_total" in caplog.records[0].message
+    writer.put(decision)  # after close: dropped, counted, no error
+    assert metrics.registry.get_sample_value("hyperrec_audit_dropped_total") == dropped + 1
+
+
+def test_close_writes_everything_queued(exported, tmp_path):
+    flow = make_flow(exported, tmp_path)
+    users = sorted(flow.registry.bundle(flow.current).user_baskets())[:40]
+
+    async def burst() -> list[RecommendResponse]:
+        return [await flow.recommend(RecommendRequest(user_id=u, k=3)) for u in users]
+
+    sent = asyncio.run(burst())
+    flow.close()  # at once: whatever was still queued is written before close returns
+    assert [r.decision_id for r in read_records(tmp_path / "audit")] == [a.trace_id for a in sent]
+    assert verify(tmp_path / "audit") is None
+
+
+def test_audit_command_answers_why_a_shopper_saw_an_item(exported, tmp_path, capsys, monkeypatch):
+    flow = make_flow(exported, tmp_path)
+    sent = answers(flow)
+    flow.close()
+    folder = str(tmp_path / "audit")
+    mine = sent[1]
+    assert main(["audit", "--path", folder, "--user", SHOPPER]) == 0
+    out = capsys.readouterr().out
+    assert mine.trace_id in out and sent[0].trace_id not in out and "1 decision for user" in out
+    assert all(i.item_id in out and i.reason in out for i in mine.items) and "placement product" in out
+    assert f"model {mine.model_version}" in out and f"served by {mine.served_by}" in out
+
+    assert main(["audit", "--path", folder, "--decision", sent[3].trace_id]) == 0
+    out = capsys.readouterr().out
+    assert sent[3].trace_id in out and "served by popularity" in out and mine.trace_id not in out
+    assert main(["audit", "--path", folder, "--session", VISIT, "--item", sent[2].items[0].item_id]) == 0
+    assert sent[2].trace_id in capsys.readouterr().out
+
+    assert main(["audit", "--path", folder, "--verify"]) == 0
+    assert "every line intact" in capsys.readouterr().out
+    [file] = chain_files(tmp_path / "audit" / "chain-0")
+    file.write_bytes(file.read_bytes().replace(b'"placement":"home"', b'"placement":"email"'))
+    assert main(["audit", "--path", folder, "--verify"]) == 2
+    assert ":1: the line was edited" in capsys.readouterr().err
+
+    assert main(["audit", "--path", folder, "--decision", "no-such-trace"]) == 2
+    assert "no decision record" in capsys.readouterr().err
+    monkeypatch.delenv("HYPERREC_ID_KEY")
+    assert main(["audit", "--path", folder, "--user", SHOPPER]) == 2
+    assert "HYPERREC_ID_KEY is not set" in capsys.readouterr().err
