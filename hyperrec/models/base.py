@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict
 
 from hyperrec.data.sequences import Interactions
 
+SCORE_CELLS_PER_BATCH = 2**25  # 256 MiB of float64 scores per batch
+
 
 class Params(BaseModel):
     """Hyper-parameters of a recommender; unknown keys are errors."""
@@ -53,6 +55,9 @@ class Recommender(ABC):
         users = np.asarray(users, dtype=np.int64)
         tiebreak = 1e-9 * self.popularity / max(self.popularity.max(), 1.0)
         k = min(k, len(self.popularity))
+        # A batch's score matrix is rows x catalogue (float64): bounded in cells, or 1,024 users of a
+        # 1M-item catalogue would take 8 GiB (the training-at-scale table found it).
+        batch_size = max(1, min(batch_size, SCORE_CELLS_PER_BATCH // len(self.popularity)))
         items = np.empty((len(users), k), dtype=np.int64)
         scores = np.empty((len(users), k), dtype=np.float64)
         for start in range(0, len(users), batch_size):
