@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 # The model kinds, named once: every table that implements them (models.baselines.BASELINES,
 # train.model_factory.TASKS, export.modules.PLANS) is keyed by these and checked against them.
-BaselineKind = Literal["popularity", "top_frequency", "item_knn", "tifu_knn"]
+BaselineKind = Literal["popularity", "top_frequency", "item_knn", "tifu_knn", "sknn", "vsknn", "cooccurrence"]
 ModelKind = Literal["sasrec", "two_tower"]
 
 T = TypeVar("T", bound=BaseModel)
@@ -80,7 +80,7 @@ class MethodConfig(StrictModel):
 
     kind: BaselineKind | Literal["run", "pipeline"]
     params: dict[str, Any] = {}
-    grid: dict[str, list[float | int | bool]] = {}
+    grid: dict[str, list[float | int | bool | str]] = {}
     path: Path | None = Field(
         None, description="kind 'run': a training run directory, or experiments/runs/<config name> for that config's latest run"
     )

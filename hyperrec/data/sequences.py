@@ -48,6 +48,16 @@ class Interactions:
         col = np.concatenate(cols) if cols else np.empty(0, np.int64)
         return sp.csr_matrix((np.ones(len(row), np.float32), (row, col)), shape=(self.n_users, self.n_items))
 
+    def basket_matrix(self) -> sp.csr_matrix:
+        """baskets x items, 1 where the basket holds the item; the rows are user 0's baskets in time
+        order, then user 1's, and so on."""
+        baskets = [basket for user in self.baskets for basket in user]
+        indptr = np.r_[0, np.cumsum([len(b) for b in baskets])].astype(np.int64)
+        indices = np.concatenate(baskets) if baskets else np.empty(0, np.int64)
+        matrix = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(baskets), self.n_items))
+        matrix.sort_indices()
+        return matrix
+
 
 @dataclass(frozen=True)
 class EvalTask:

@@ -6,6 +6,9 @@
 - `TIFUKNN`: Hu et al., "Modeling Personalized Item Frequency Information for Next-basket
   Recommendation", SIGIR 2020: a user vector of time-decayed, group-decayed basket vectors,
   blended with the mean vector of the user's nearest-neighbour users.
+- `SessionKNN`, `VSKNN` (session_knn.py): S-KNN and V-SKNN, a user's latest basket against all
+  past baskets (sessions).
+- `LastBasketCooccurrence` (cooccurrence.py): items bought together with the last basket's.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pydantic import Field
 from hyperrec.config import BaselineKind
 from hyperrec.data.sequences import Interactions
 from hyperrec.models.base import Params, Recommender
+from hyperrec.models.cooccurrence import LastBasketCooccurrence
+from hyperrec.models.session_knn import VSKNN, SessionKNN
 
 
 class Popularity(Recommender):
@@ -136,6 +141,9 @@ BASELINES: dict[BaselineKind, type[Recommender]] = {
     "top_frequency": TopFrequency,
     "item_knn": ItemKNN,
     "tifu_knn": TIFUKNN,
+    "sknn": SessionKNN,
+    "vsknn": VSKNN,
+    "cooccurrence": LastBasketCooccurrence,
 }
 
 
