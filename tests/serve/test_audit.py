@@ -10,6 +10,7 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hyperrec.cli import main
@@ -22,6 +23,7 @@ from hyperrec.serve.metrics import ServeMetrics
 from hyperrec.serve.online_store import MemoryStore
 from hyperrec.serve.privacy import Pseudonyms
 from hyperrec.serve.schemas import RecommendRequest, RecommendResponse
+from tests.conftest import SERVE_PORT
 
 KEY = "test-key-0123456789abcdef"
 SHOPPER, VISIT = "shopper-7c41e9", "visit-93b2d0"  # ids that cannot occur by chance in a record's other bytes
@@ -201,6 +203,24 @@ def test_close_writes_everything_queued(exported, tmp_path):
     flow.close()  # at once: whatever was still queued is written before close returns
     assert [r.decision_id for r in read_records(tmp_path / "audit")] == [a.trace_id for a in sent]
     assert verify(tmp_path / "audit") is None
+
+
+def test_a_served_endpoint_has_written_every_answer_when_it_stops(ray_cluster, exported, tmp_path):
+    """Through Ray Serve: stopping the app (what SIGTERM does) runs the ingress's __del__, which drains the queue."""
+    from hyperrec.serve.runner import start, stop
+
+    config = ServeConfig(registry=exported.path.parent, version=exported.version, port=SERVE_PORT, event_log=tmp_path / "log")
+    url = start(config)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            bodies = [{"user_id": SHOPPER, "context": {"page": "home"}}, {"session_id": VISIT, "k": 3}] * 10
+            traces = [client.post("/recommend", json=body).json()["trace_id"] for body in bodies]
+    finally:
+        stop()
+    records = list(read_records(tmp_path / "audit"))
+    assert [r.decision_id for r in records] == traces and verify(tmp_path / "audit") is None
+    written = b"".join(p.read_bytes() for p in (tmp_path / "audit").rglob("*.jsonl"))
+    assert SHOPPER.encode() not in written and VISIT.encode() not in written
 
 
 def test_audit_command_answers_why_a_shopper_saw_an_item(exported, tmp_path, capsys, monkeypatch):
