@@ -200,6 +200,19 @@ def cmd_audit(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_erase(args: argparse.Namespace) -> None:
+    from hyperrec.serve.config import load_serve_config
+    from hyperrec.serve.erasure import erase_offline
+
+    config = load_serve_config(args.config, args.overrides)
+    if args.event_log is not None:
+        config = config.model_copy(update={"event_log": args.event_log})
+    result = erase_offline(args.user, config, args.offline_store)
+    print(result.model_dump_json(indent=2))
+    if config.store.kind != "redis":
+        print("online store: memory, inside the server: erase there with POST /admin/erase", file=sys.stderr)
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from hyperrec.serve.config import load_serve_config
     from hyperrec.serve.ray_env import prepare_environment
@@ -333,6 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="the serve YAML the server ran with (audit path, privacy key variable)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="serve settings, e.g. event_log=data/store/served")
     p.set_defaults(func=cmd_audit)
+
+    p = commands.add_parser("erase", help="delete a shopper's data: events in the event log (and an offline store), Redis state")
+    p.add_argument("--user", required=True, help="the shop's user id; their linked sessions go too")
+    p.add_argument("--event-log", type=Path, help="the server's event log (default: the serve config's event_log)")
+    p.add_argument("--offline-store", type=Path, help="an offline store (training data) to erase them from as well")
+    p.add_argument("--config", type=Path, help="the serve YAML the server runs with (event log, store.kind=redis and its URL)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="serve settings, e.g. store.kind=redis store.redis_url=redis://...")
+    p.set_defaults(func=cmd_erase)
 
     p = commands.add_parser("bench", help="open-loop load on the endpoint: p50/p95/p99 per rate and per catalogue size")
     p.add_argument("--items", type=int, default=50_000, help="catalogue size of the rate sweep")

@@ -31,6 +31,22 @@ EMPTY = np.empty(0, np.int64)
 ITEM_EVENTS = ("view", "click", "add_to_cart", "remove_from_cart", "purchase")  # `Recent.kinds` codes index this
 INTENT = np.array([ITEM_EVENTS.index(k) for k in ("view", "click", "add_to_cart")])  # kinds that show what they want now
 REMOVE, PURCHASE = ITEM_EVENTS.index("remove_from_cart"), ITEM_EVENTS.index("purchase")
+ConsentRecord = tuple[int, bool]  # (event time in microseconds since the epoch, granted)
+
+
+def newer_consent(new: ConsentRecord, old: ConsentRecord | None) -> bool:
+    """Whether `new` replaces `old` as a purpose's consent: the later by event time; at the same time a withdrawal wins."""
+    return old is None or new[0] > old[0] or (new[0] == old[0] and old[1] and not new[1])
+
+
+def latest_consent(*records: dict[str, ConsentRecord]) -> dict[str, ConsentRecord]:
+    """Per purpose, the newest of the records (`newer_consent`)."""
+    out: dict[str, ConsentRecord] = {}
+    for record in records:
+        for purpose, consent in record.items():
+            if newer_consent(consent, out.get(purpose)):
+                out[purpose] = consent
+    return out
 
 
 @dataclass(frozen=True)
@@ -102,6 +118,7 @@ class UserState:
     events: Recent = field(default_factory=Recent)  # online only: recent item events
     cart: dict[int, int] = field(default_factory=dict)  # online only: item -> quantity in the live cart
     queries: list[str] = field(default_factory=list)  # online only: recent distinct searches, the latest last
+    consent: dict[str, ConsentRecord] = field(default_factory=dict)  # online only: purpose -> the latest consent event's
     _history: History | None = field(default=None, init=False, repr=False, compare=False)
     _live: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -139,10 +156,11 @@ class UserState:
         return bool(self.baskets) or len(self.live_items()) > 0
 
     def with_session(self, session: UserState) -> UserState:
-        """This user's state with a session's events, cart and searches added (what an identify merges for good)."""
+        """This user's state with a session's events, cart, searches and consent added (what an identify merges for good)."""
         cart = self.cart | {item: max(q, self.cart.get(item, 0)) for item, q in session.cart.items()}
         queries = [q for q in self.queries if q not in session.queries] + session.queries
-        return UserState(self.baskets, self.shown, self.events.union(session.events), cart, queries)
+        consent = latest_consent(self.consent, session.consent)
+        return UserState(self.baskets, self.shown, self.events.union(session.events), cart, queries, consent)
 
     def sequence(self, max_len: int) -> np.ndarray:
         """(max_len,) ids 1..n_items of the last max_len items bought, then the live items, left-padded with 0 (as in training)."""

@@ -5,6 +5,7 @@
     GET  /healthz /readyz /metrics, OpenAPI at /docs
     POST /admin/model {version}                         -> hot swap (all replicas load, then switch)
     POST /admin/faults {stage, mode, delay_ms}          -> only with `fault_injection: true`
+    POST /admin/erase {user_id}                         -> the shopper's online state and logged events deleted
 
 Admin calls need `Authorization: Bearer <token>` (the token from the environment variable
 `admin.token_env`); stock and price events the catalog or the admin token (see AdminConfig).
@@ -18,6 +19,7 @@ The ingress owns the request flow (hyperrec/serve/flow.py) and the online store.
 calls from concurrent requests are scored together by `@serve.batch`.
 """
 
+import asyncio
 import hmac
 import json
 import os
@@ -39,10 +41,13 @@ from ray.serve.handle import DeploymentHandle
 from hyperrec.data.events import EVENT_TYPES, MODEL_BY_TYPE, Event
 from hyperrec.registry import Registry, RegistryError
 from hyperrec.serve.config import AdminConfig, ServeConfig
+from hyperrec.serve.erasure import erase_user
 from hyperrec.serve.flow import LocalStages, RecommendFlow
 from hyperrec.serve.metrics import ServeMetrics
 from hyperrec.serve.online_store import MemoryStore, OnlineStore
 from hyperrec.serve.schemas import (
+    EraseRequest,
+    EraseResponse,
     ErrorBody,
     EventsResponse,
     FaultRequest,
@@ -175,8 +180,8 @@ def make_store(config: ServeConfig) -> OnlineStore:
     if config.store.kind == "redis":
         from hyperrec.serve.redis_store import RedisStore
 
-        return RedisStore(config.store.redis_url, config.store.namespace)
-    return MemoryStore()
+        return RedisStore(config.store.redis_url, config.store.namespace, consent=config.privacy.consent)
+    return MemoryStore(consent=config.privacy.consent)
 
 
 @serve.deployment
@@ -354,6 +359,15 @@ class Ingress:
             raise HTTPException(404, detail="fault injection is off (fault_injection: false)")
         await self.stages.set_fault(request.stage, request.mode, request.delay_ms, request.version)
         return FaultResponse(stage=request.stage, mode=request.mode)
+
+    @api.post("/admin/erase", response_model=EraseResponse, dependencies=[Depends(require_admin)], responses=BAD_BODY | ADMIN)
+    async def erase(self, request: EraseRequest) -> EraseResponse:
+        """The event log's parts are rewritten off the event loop; requests go on meanwhile."""
+        logs = {"event_log": self.flow.event_log} if self.flow.event_log is not None else {}
+        result = await asyncio.to_thread(erase_user, request.user_id, self.store, logs)
+        for subject in [f"user:{request.user_id}", *(f"session:{s}" for s in result.sessions)]:
+            self.flow.cache.drop(subject)  # on the event loop, like every other use of the cache
+        return result
 
 
 def build_app(config: ServeConfig) -> serve.Application:

@@ -27,24 +27,25 @@ class CandidateCache:
     def put(self, user: str, key: tuple, candidates: Candidates) -> None:
         if self.capacity <= 0:
             return
-        self._drop(user)
+        self.drop(user)
         self._entries[user] = (key, candidates)
         for item in candidates.items.tolist():
             self._holders.setdefault(item, set()).add(user)
         while len(self._entries) > self.capacity:
-            self._drop(next(iter(self._entries)))
+            self.drop(next(iter(self._entries)))
 
     def invalidate_item(self, item: int) -> int:
         users = self._holders.pop(item, set())
         for user in list(users):
-            self._drop(user)
+            self.drop(user)
         return len(users)
 
     def clear(self) -> None:
         self._entries.clear()
         self._holders.clear()
 
-    def _drop(self, user: str) -> None:
+    def drop(self, user: str) -> None:
+        """Forget the user's entry (also when their data must go: consent withdrawn, erasure)."""
         entry = self._entries.pop(user, None)
         if entry is None:
             return

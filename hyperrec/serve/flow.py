@@ -33,7 +33,7 @@ from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.metrics import ServeMetrics
 from hyperrec.serve.online_store import Action, OnlineStore, Subject
 from hyperrec.serve.policy import Pick, Policy, popular_picks
-from hyperrec.serve.privacy import Pseudonyms
+from hyperrec.serve.privacy import NO_CONSENT, ConsentSnapshot, Pseudonyms
 from hyperrec.serve.schemas import EventsResponse, RecommendRequest, RecommendResponse
 from hyperrec.serve.stages import RankingStage, RetrievalStage
 
@@ -185,13 +185,17 @@ class RecommendFlow:
         degraded: list[str] = []
         timer = StageTimer(started)
         try:
-            state, subject = self._state(request)
+            state, subject, consent = self._state(request)
             out_of_stock = np.fromiter(self.store.out_of_stock(), np.int64)
             prices = self.store.prices()
-        except Exception as exc:  # the store is down: answer without personal data
+        except Exception as exc:  # the store is down: answer without personal data, as if every consent were withdrawn
             degraded.append(f"online store: {type(exc).__name__}: {exc}"[:300])
-            state, out_of_stock, prices = None, np.empty(0, np.int64), {}
+            state, out_of_stock, prices, consent = None, np.empty(0, np.int64), {}, NO_CONSENT
             subject = _subjects(request)[0]
+        if consent.known and not consent.personalization:  # a non-personal answer (popularity), saying why
+            defaulted = "personalization" in consent.defaulted
+            degraded.append(f"consent: personalization {'not given (the default)' if defaulted else 'withdrawn'}")
+            state = None
         timer.lap("online_store")
         picks: list[Pick] | None = None
         served_by, served_version = "popularity", version
@@ -251,14 +255,16 @@ class RecommendFlow:
             self.audit.put(Decision(request, response, pool, time.time()))
         return response
 
-    def _state(self, request: RecommendRequest) -> tuple[UserState | None, Subject]:
+    def _state(self, request: RecommendRequest) -> tuple[UserState | None, Subject, ConsentSnapshot]:
         """The shopper's state and whose it is: the user's (with the session's added when the request names both and
-        the store knows both), else the session's; impressions go to the user when there is one."""
+        the store knows both), else the session's; impressions go to the user when there is one. Their consent: the
+        newest record per purpose of the user's and the session's, else the configured default."""
         subjects = _subjects(request)
         states = self.store.states(subjects)
+        consent = self.config.privacy.consent.snapshot(*(s.consent for s in states if s is not None))
         if len(states) == 2 and states[0] is not None and states[1] is not None:
-            return states[0].with_session(states[1]), subjects[0]
-        return next((s for s in states if s is not None), None), subjects[0]
+            return states[0].with_session(states[1]), subjects[0], consent
+        return next((s for s in states if s is not None), None), subjects[0], consent
 
     async def _candidates(
         self,
@@ -310,7 +316,12 @@ class RecommendFlow:
     # -- events ------------------------------------------------------------------------------
 
     def ingest(self, records: list[Any]) -> EventsResponse:
-        """Validate against the contract, append the accepted events to the log, then update the online store."""
+        """Validate against the contract, append the accepted events to the log, then update the online store.
+
+        Every accepted event goes to the log, a consenting shopper's or not: it is the shop's record of what happened
+        (erasure deletes from it). Personalization consent only decides what the online store keeps for answers: a
+        withdrawal drops the shopper's state and cached candidates, and their later behaviour is not stored there.
+        """
         report = validate_events(records)
         if report.accepted and self.event_log is not None:
             self.event_log.append(events_to_frame(report.accepted))  # durable before anything else sees them
@@ -333,8 +344,12 @@ class RecommendFlow:
             elif kind == "price_change":
                 self.store.set_price(item, event.price)
                 self.cache.invalidate_item(item)
-            else:  # every user event and identify: the shoppers' online state
-                actions.append(Action.of(event, item))
+            else:  # every user event, identify and consent: the shoppers' online state
+                action = Action.of(event, item)
+                actions.append(action)
+                if kind == "consent" and event.purpose == "personalization" and not event.granted:
+                    for subject in action.subjects():
+                        self.cache.drop(":".join(subject))
         self.store.apply(sorted(actions, key=lambda a: a.time_us))  # a batch in time order (stable), as export orders the log
         rejected = [{"index": r.index, "reason": r.reason} for r in report.rejected]
         return EventsResponse(accepted=len(report.accepted), rejected=rejected, unknown_items=unknown)

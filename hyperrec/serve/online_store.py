@@ -12,10 +12,19 @@ purchase made a moment ago changes the next answer. Each user and each session (
   bought); at most `caps.cart` distinct items, an add of a new item to a full cart is ignored.
 - queries: the recent distinct searches, by their last time, the last `caps.queries`.
 - shown: impression counts for frequency caps (an engagement with an item resets its count).
+- consent: per purpose, the latest `consent` event's (time, granted), by event time (a withdrawal
+  wins a tie). While personalization is withdrawn (or, with no record, off by `ConsentConfig`),
+  the subject's behaviour is not stored: a withdrawal drops what there is (baskets, events, cart,
+  queries, impressions, seeded history included) and later behaviour, impressions and seeding
+  are ignored, so a shopper who grants it again starts from empty.
+
+The store also remembers which sessions events named together with a user (`linked_sessions`),
+so that erasing a user (`erase`) can take their sessions too.
 
 An event with a user id updates the user's state and the session's; one without (an anonymous
 shopper) the session's only. An `identify` merges the session's state into the user's (a union:
-applying it twice, or after events that named both, counts nothing twice). Every action is atomic.
+applying it twice, or after events that named both, counts nothing twice); it merges the session's
+consent records too, and a user left without personalization merges no behaviour. Every action is atomic.
 
 Two implementations behind one interface: `MemoryStore` (in the ingress process; the default,
 one replica) and `RedisStore` (hyperrec/serve/redis_store.py; shared by any number of replicas
@@ -35,8 +44,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from hyperrec.bundle.user_state import EMPTY, ITEM_EVENTS, MAX_BASKETS, Recent, UserState
+from hyperrec.bundle.user_state import EMPTY, ITEM_EVENTS, MAX_BASKETS, ConsentRecord, Recent, UserState, latest_consent, newer_consent
 from hyperrec.config import StrictModel
+from hyperrec.serve.privacy import ConsentConfig
 
 Subject = tuple[Literal["user", "session"], str]
 ENGAGEMENT = ("click", "add_to_cart", "purchase")  # events that reset an item's impression count
@@ -57,7 +67,7 @@ class StateCaps(StrictModel):
 class Action:
     """One contract event as the online state applies it (catalog events are not actions)."""
 
-    kind: str  # one of ITEM_EVENTS, "search" or "identify"
+    kind: str  # one of ITEM_EVENTS, "search", "identify" or "consent"
     time_us: int  # microseconds since the epoch
     user_id: str | None
     session_id: str | None
@@ -65,14 +75,17 @@ class Action:
     quantity: int = 1
     order_id: str | None = None  # purchases
     query: str = ""  # searches
+    purpose: str = ""  # consent
+    granted: bool = False  # consent
 
     @classmethod
     def of(cls, event: Any, item: int = -1) -> Action:
-        """From a validated user event or identify; `item`: its item's catalogue row."""
+        """From a validated user event, identify or consent; `item`: its item's catalogue row."""
         time_us = (event.timestamp - EPOCH) // timedelta(microseconds=1)
         query = getattr(event, "query", "")
         order = getattr(event, "order_id", None)
-        return cls(event.event_type, time_us, event.user_id, event.session_id, item, getattr(event, "quantity", 1), order, query)
+        quantity, purpose, granted = getattr(event, "quantity", 1), getattr(event, "purpose", ""), getattr(event, "granted", False)
+        return cls(event.event_type, time_us, event.user_id, event.session_id, item, quantity, order, query, purpose, granted)
 
     def subjects(self) -> list[Subject]:
         """Whose state it updates: an identify only the user's; other actions the user's and the session's."""
@@ -92,6 +105,7 @@ def seed_field(position: int) -> str:
 
 class OnlineStore(ABC):
     caps: StateCaps
+    consent: ConsentConfig  # its `personalization` default gates what is stored for a subject with no record
 
     def users(self, user_ids: list[str]) -> list[UserState | None]:
         """The state of each user, None for users the store has never seen."""
@@ -108,6 +122,14 @@ class OnlineStore(ABC):
     @abstractmethod
     def add_shown(self, subject: Subject, items: list[int]) -> None:
         """The items were shown to the user or session (frequency caps count these)."""
+
+    @abstractmethod
+    def linked_sessions(self, user_id: str) -> set[str]:
+        """Sessions that events named together with the user (their user events, identify, consent)."""
+
+    @abstractmethod
+    def erase(self, subjects: list[Subject]) -> int:
+        """Delete everything held about these users and sessions (their links included); returns how many the store knew."""
 
     @abstractmethod
     def set_stock(self, item: int, stock: int) -> None: ...
@@ -140,6 +162,7 @@ class _State:
     cart: dict[int, int] = field(default_factory=dict)
     queries: dict[str, int] = field(default_factory=dict)  # query -> its last time
     shown: dict[int, int] = field(default_factory=dict)
+    consent: dict[str, ConsentRecord] = field(default_factory=dict)
     _baskets: list[np.ndarray] | None = None  # `orders` by (time, field), rebuilt after a change
 
     def snapshot(self) -> UserState:
@@ -147,7 +170,21 @@ class _State:
             self._baskets = [self.orders[f][1] for f in sorted(self.orders, key=lambda f: (self.orders[f][0], f))]
         events = np.array(self.events, np.int64).reshape(-1, 3)
         queries = [q for q, _ in sorted(self.queries.items(), key=lambda kv: (kv[1], kv[0]))]
-        return UserState(list(self._baskets), dict(self.shown), Recent(events[:, 2], events[:, 1], events[:, 0]), dict(self.cart), queries)
+        recent = Recent(events[:, 2], events[:, 1], events[:, 0])
+        return UserState(list(self._baskets), dict(self.shown), recent, dict(self.cart), queries, dict(self.consent))
+
+    def personal(self, default: bool) -> bool:
+        """Whether behaviour may be stored for personalization: the personalization record, else the default."""
+        record = self.consent.get("personalization")
+        return default if record is None else record[1]
+
+    def set_consent(self, purpose: str, record: ConsentRecord) -> None:
+        if newer_consent(record, self.consent.get(purpose)):
+            self.consent[purpose] = record
+
+    def forget_behaviour(self) -> None:
+        """Personalization withdrawn: everything but the consent records goes."""
+        self.orders, self.events, self.cart, self.queries, self.shown, self._baskets = {}, [], {}, {}, {}, None
 
     def add_event(self, event: tuple[int, int, int], cap: int) -> None:
         at = bisect.bisect_left(self.events, event)
@@ -206,10 +243,12 @@ class _State:
 
 
 class MemoryStore(OnlineStore):
-    def __init__(self, caps: StateCaps | None = None) -> None:
+    def __init__(self, caps: StateCaps | None = None, consent: ConsentConfig | None = None) -> None:
         self.caps = caps or StateCaps()
+        self.consent = consent or ConsentConfig()
         self._lock = threading.Lock()
         self._subjects: dict[Subject, _State] = {}
+        self._sessions: dict[str, set[str]] = {}  # user -> sessions named with them
         self._stock: dict[int, int] = {}
         self._prices: dict[int, float] = {}
 
@@ -217,23 +256,57 @@ class MemoryStore(OnlineStore):
         with self._lock:
             return [self._subjects[s].snapshot() if s in self._subjects else None for s in subjects]
 
+    def _personal(self, subject: Subject) -> bool:
+        state = self._subjects.get(subject)
+        return state.personal(self.consent.personalization) if state is not None else self.consent.personalization
+
     def apply(self, actions: list[Action]) -> None:
         with self._lock:
             for action in actions:
+                if action.user_id and action.session_id:
+                    self._sessions.setdefault(action.user_id, set()).add(action.session_id)
                 for subject in action.subjects():
-                    state = self._subjects.setdefault(subject, _State())
                     if action.kind == "identify":
-                        session = self._subjects.get(("session", action.session_id))
-                        if session is not None:
-                            state.merge(session, self.caps)
-                    else:
-                        state.apply(action, self.caps)
+                        self._identify(subject, self._subjects.get(("session", action.session_id)))
+                    elif action.kind == "consent":
+                        state = self._subjects.setdefault(subject, _State())
+                        state.set_consent(action.purpose, (action.time_us, action.granted))
+                        if not state.personal(self.consent.personalization):
+                            state.forget_behaviour()
+                    elif self._personal(subject):
+                        self._subjects.setdefault(subject, _State()).apply(action, self.caps)
+
+    def _identify(self, subject: Subject, session: _State | None) -> None:
+        """The session's consent joins the user's first; its behaviour only if the user then allows personalization."""
+        state = self._subjects.get(subject, _State())
+        state.consent = latest_consent(state.consent, session.consent if session is not None else {})
+        if not state.personal(self.consent.personalization):
+            state.forget_behaviour()
+            if state.consent:
+                self._subjects[subject] = state
+            return
+        if session is not None:
+            state.merge(session, self.caps)
+        self._subjects[subject] = state
 
     def add_shown(self, subject: Subject, items: list[int]) -> None:
         with self._lock:
+            if not self._personal(subject):
+                return
             shown = self._subjects.setdefault(subject, _State()).shown
             for item in items:
                 shown[item] = shown.get(item, 0) + 1
+
+    def linked_sessions(self, user_id: str) -> set[str]:
+        with self._lock:
+            return set(self._sessions.get(user_id, ()))
+
+    def erase(self, subjects: list[Subject]) -> int:
+        with self._lock:
+            for kind, name in subjects:
+                if kind == "user":
+                    self._sessions.pop(name, None)
+            return sum(self._subjects.pop(subject, None) is not None for subject in subjects)
 
     def set_stock(self, item: int, stock: int) -> None:
         with self._lock:
@@ -255,6 +328,8 @@ class MemoryStore(OnlineStore):
         added = 0
         with self._lock:
             for user, user_baskets in baskets.items():
+                if not self._personal(("user", user)):
+                    continue
                 state = self._subjects.setdefault(("user", user), _State())
                 if not state.orders:
                     kept = user_baskets[-self.caps.baskets :]

@@ -98,6 +98,21 @@ class SwapResponse(BaseModel):
     last_good: str | None
 
 
+class EraseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: NonEmpty = Field(description="the shop's user id of the shopper whose data is to be deleted")
+
+
+class EraseResponse(BaseModel):
+    user_id: str
+    sessions: list[str] = Field(description="the sessions linked to the user (by the online store or the event log), erased with them")
+    removed: dict[str, int] = Field(
+        description="what was deleted, per place: online_store = subjects (the user, their sessions) it held; "
+        "event_log, offline_store = events"
+    )
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 
