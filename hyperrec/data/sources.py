@@ -19,5 +19,6 @@ def load_dataset(config: DataConfig) -> Dataset:
     if config.source == "store":
         assert config.path is not None
         store = OfflineStore(config.path)
-        return Dataset(name=config.path.name, events=store.read(), catalog=store.read_catalog())
+        # Only the event kinds the run uses: reading all of a 1M-event shop to keep its 5% purchases took 700 MiB.
+        return Dataset(name=config.path.name, events=store.read(config.event_types), catalog=store.read_catalog())
     return SyntheticShop(config.synthetic).dataset()

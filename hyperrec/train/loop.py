@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from hyperrec.config import ExperimentConfig
-from hyperrec.data.sequences import Split, make_split
+from hyperrec.data.sequences import EvalTask, Split, make_split
 from hyperrec.data.sources import load_dataset
 from hyperrec.eval.evaluate import Evaluation, evaluate_model
 from hyperrec.progress import worker_progress
@@ -82,11 +82,20 @@ def unwrap(objective: nn.Module) -> nn.Module:
     return inner.model if isinstance(inner, TrainingObjective) else inner
 
 
-def evaluate_trained_model(model: nn.Module, split: Split, task_name: str, config: ExperimentConfig, device: torch.device) -> Evaluation:
+def evaluate_trained_model(model: nn.Module, task: EvalTask, config: ExperimentConfig, device: torch.device, test: bool) -> Evaluation:
     """Full-ranking metrics on the validation or test task (the test one with new-item lists too)."""
-    task = getattr(split, task_name)
     recommender = TASKS[config.model.kind].recommender(unwrap(model), model_config(config), device).fit(task.history)
-    return evaluate_model(recommender, task, config.eval.ks, config.eval.list_length, new_item_lists=task_name == "test")
+    return evaluate_model(recommender, task, config.eval.ks, config.eval.list_length, new_item_lists=test)
+
+
+def validation_task(split: Split, config: ExperimentConfig) -> EvalTask:
+    """The validation task, or a seeded sample of `train.valid_users` of its users (the same every epoch)."""
+    task, n = split.valid, config.train.valid_users
+    if n is None or n >= len(task.users):
+        return task
+    rows = np.sort(np.random.default_rng(config.seed).choice(len(task.users), n, replace=False))
+    truth = [task.truth[r] for r in rows] if task.truth is not None else None
+    return EvalTask(task.history, task.users[rows], [task.targets[r] for r in rows], truth)
 
 
 def save_checkpoint(
@@ -170,6 +179,7 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
     clock.lap("load_data", events=len(dataset.events), items=len(dataset.catalog))
     split = make_split(dataset, config.data)
     clock.lap("sequences", users=split.full.n_users, baskets=sum(len(user) for user in split.full.baskets))
+    valid_task = validation_task(split, config)
     examples = TASKS[config.model.kind].examples(split.valid.history, model_config(config))
     log_q = item_log_q(split.valid.history)
     clock.lap("examples", examples=len(next(iter(examples.values()))))
@@ -196,7 +206,7 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
         if config.train.sharded_embeddings:
             model.load_state_dict(weights)
         # Every rank evaluates (the same data, the same weights) so all take the same early-stopping decision.
-        valid = evaluate_trained_model(model, split, "valid", config, device).summary
+        valid = evaluate_trained_model(model, valid_task, config, device, test=False).summary
         state.epoch += 1
         metric = valid[config.train.monitor]
         if metric > state.best_metric:
@@ -225,7 +235,7 @@ def train_loop(experiment: dict[str, Any], reporter: Reporter, run_dir: Path, re
             if finished and tracker is not None:  # before the last report: a Tune scheduler may stop the trial at it
                 model.load_state_dict(state.best_model)
                 clock.lap("epochs")
-                test = evaluate_trained_model(model, split, "test", config, device)
+                test = evaluate_trained_model(model, split.test, config, device, test=True)
                 clock.lap("test_eval")
                 tracker.finish(model, test, state.history, state.best_epoch, clock.stages)
             reporter.report({**metrics, "best_" + config.train.monitor: state.best_metric}, Path(tmp) if reporter.rank == 0 else None)

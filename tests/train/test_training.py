@@ -14,7 +14,7 @@ from hyperrec.data.sequences import make_split
 from hyperrec.data.sources import load_dataset
 from hyperrec.eval.compare import compare_runs
 from hyperrec.train.launcher import latest_checkpoint
-from hyperrec.train.loop import load_checkpoint, train_loop
+from hyperrec.train.loop import load_checkpoint, train_loop, validation_task
 from hyperrec.train.model_factory import build_model, model_config
 from hyperrec.train.sweep import run_sweep
 from tests.conftest import tiny_training_config
@@ -221,3 +221,14 @@ def make_baseline_recall(split, kind):
 
     model = make_baseline(kind).fit(split.valid.history)
     return evaluate_model(model, split.valid, [10], 20).summary["recall@10"]
+
+
+def test_the_validation_sample_is_seeded_fixed_and_a_subset(tmp_path):
+    config = ExperimentConfig.model_validate(tiny_training_config(tmp_path, valid_users=50))
+    split = make_split(load_dataset(config.data), config.data)
+    sample = validation_task(split, config)
+    assert len(sample.users) == 50 and set(sample.users) <= set(split.valid.users)
+    assert np.array_equal(sample.users, validation_task(split, config).users)  # every epoch validates the same users
+    targets = dict(zip(split.valid.users.tolist(), split.valid.targets, strict=True))
+    assert all(np.array_equal(t, targets[u]) for u, t in zip(sample.users.tolist(), sample.targets, strict=True))
+    assert validation_task(split, config.model_copy(update={"train": config.train.model_copy(update={"valid_users": None})})) is split.valid
