@@ -5,7 +5,7 @@ loaded" lines and FAISS's loader lines (INFO on the root logger of every Ray wor
 controller and worker INFO lines, the warning that Ray enabled token authentication, and
 FutureWarning / UserWarning lines from the ONNX exporter. Every process hyperrec starts inherits
 this process's environment, so settings made here before Ray starts reach the Ray workers too;
-`ray_logging()` gives `ray.init` the workers' log level, `train_logging()` Ray Train's.
+`ray_init_options()` gives `ray.init` the cluster and the workers' log level, `train_logging()` Ray Train's.
 """
 
 from __future__ import annotations
@@ -56,16 +56,19 @@ def configure(verbose: bool = False) -> None:
     quiet_libraries()
 
 
-def ray_logging() -> dict[str, Any]:
-    """`ray.init` keyword arguments: the workers' Python log level (WARNING unless verbose, and then no
-    "(RayTrainWorker pid=...)" prefix on what they print: their progress lines), and this command's
-    environment for the job's workers also on a cluster that was already running (`address=auto`)."""
+def ray_init_options() -> dict[str, Any]:
+    """`ray.init` keyword arguments: the cluster (the one RAY_ADDRESS names, else a new local one: with no
+    address Ray looks for a running cluster and fails when it finds several, e.g. a test session's), the
+    workers' Python log level (WARNING unless verbose, and then no "(RayTrainWorker pid=...)" prefix on
+    what they print: their progress lines), and this command's environment for the job's workers also on
+    a cluster that was already running (`RAY_ADDRESS=auto`)."""
     import ray
 
     forwarded = {key: os.environ[key] for key in (*QUIET_ENV, PROGRESS_ENV) if key in os.environ}
     if not _verbose:
         _drop_core_lines()
     return {
+        "address": None if os.environ.get("RAY_ADDRESS") else "local",
         "configure_logging": False,
         "logging_config": ray.LoggingConfig(encoding="TEXT", log_level="INFO" if _verbose else "WARNING"),
         "runtime_env": {"env_vars": forwarded},

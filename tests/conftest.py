@@ -70,7 +70,7 @@ def ray_cluster():
     """One local Ray cluster for the whole test session, shut down at the end."""
     import ray
 
-    ray.init(num_cpus=2, configure_logging=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, configure_logging=False, log_to_driver=False)  # never another session's cluster
     yield
     ray.shutdown()
 

@@ -32,7 +32,7 @@ from rich.console import Console
 from hyperrec.bench.bundles import HistoryProfile, encoder_config, synthetic_bundle
 from hyperrec.bench.loadgen import NEW_USER, Reply, StepResult, http_step_in_this_process, open_loop, recommend_bodies, reply_of, serial
 from hyperrec.eval.report import print_table, save_figure, write_table
-from hyperrec.logs import ray_logging
+from hyperrec.logs import ray_init_options
 from hyperrec.registry import Registry
 from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.flow import LocalStages, RecommendFlow
@@ -172,7 +172,7 @@ def run_bench(
     """A registry version (`registry` and `version`) with its own shoppers, else synthetic bundles of `items` and `sizes` items."""
     out.mkdir(parents=True, exist_ok=True)
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, **ray_logging())
+        ray.init(include_dashboard=False, log_to_driver=False, **ray_init_options())
     rows, stage_rows = [], []
     try:
         if registry is not None:

@@ -14,7 +14,7 @@ from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from hyperrec.config import ExperimentConfig
-from hyperrec.logs import ray_logging, train_logging
+from hyperrec.logs import ray_init_options, train_logging
 from hyperrec.train.loop import CHECKPOINT_FILE, train_loop
 from hyperrec.train.sharding import check_config
 from hyperrec.train.tracking import RECORD_FILE
@@ -54,7 +54,7 @@ def latest_checkpoint(run_dir: Path) -> Path:
 def ensure_ray(num_cpus: int | None = None) -> None:
     if not ray.is_initialized():
         # The dashboard serves the State API that Ray Train's controller polls; without it, it warns every few seconds.
-        ray.init(num_cpus=num_cpus, **ray_logging())
+        ray.init(num_cpus=num_cpus, **ray_init_options())
 
 
 def run_training(config: ExperimentConfig, resume: Path | None = None) -> dict[str, Any]:
