@@ -31,7 +31,7 @@ from hyperrec.serve.schemas import RecommendRequest, RecommendResponse, ServedBy
 GENESIS = "0" * 64  # `prev` of a chain's first line
 FILE_GLOB = "decisions-*.jsonl"
 _ANN_INV_RANK = FEATURE_NAMES.index("ann_inv_rank")
-_SEALED = re.compile(r'^(\{"prev":"([0-9a-f]{64})",.*),"hash":"([0-9a-f]{64})"\}$', re.DOTALL)
+_SEALED = re.compile(rb'^(\{"prev":"([0-9a-f]{64})",.*),"hash":"([0-9a-f]{64})"\}$', re.DOTALL)  # one line, no newline
 
 
 class AuditedItem(StrictModel):
@@ -133,24 +133,29 @@ def chains(path: Path) -> list[Path]:
     return sorted(p for p in path.glob("chain-*") if p.is_dir())
 
 
+def _lines(file: Path) -> list[bytes]:
+    """The file's lines without their newline; the last one is b"" unless a write was cut short."""
+    return file.read_bytes().split(b"\n")
+
+
 def verify(path: Path) -> Break | None:
     """Check every chain under `path` (the audit folder or one chain folder); the first broken line, or None."""
     for folder in chains(path):
         prev = GENESIS
         for file in chain_files(folder):
-            with file.open("rb") as lines:
-                for number, raw in enumerate(lines, 1):
-                    found = _SEALED.match(raw.decode(errors="replace").removesuffix("\n"))
-                    if not raw.endswith(b"\n"):
-                        return Break(file, number, "an unfinished line (a write cut short)")
-                    if found is None:
-                        return Break(file, number, "not a sealed record")
-                    body, claimed_prev, digest = found.group(1) + "}", found.group(2), found.group(3)
-                    if hashlib.sha256(body.encode()).hexdigest() != digest:
-                        return Break(file, number, "the line was edited: its hash does not match its content")
-                    if claimed_prev != prev:
-                        return Break(file, number, "a line before it was deleted or moved: prev is not the previous line's hash")
-                    prev = digest
+            *lines, rest = _lines(file)
+            if rest:
+                return Break(file, len(lines) + 1, "an unfinished line (a write cut short)")
+            for number, raw in enumerate(lines, 1):
+                found = _SEALED.match(raw)
+                if found is None:
+                    return Break(file, number, "not a sealed record")
+                body, claimed_prev, digest = found.group(1) + b"}", found.group(2).decode(), found.group(3).decode()
+                if hashlib.sha256(body).hexdigest() != digest:
+                    return Break(file, number, "the line was edited: its hash does not match its content")
+                if claimed_prev != prev:
+                    return Break(file, number, "a line before it was deleted or moved: prev is not the previous line's hash")
+                prev = digest
     return None
 
 
@@ -161,9 +166,9 @@ def last_hash(folder: Path) -> str:
             size = f.seek(0, 2)
             f.seek(max(0, size - (1 << 20)))  # a line is a few kB: the last MiB holds the last one
             for raw in reversed(f.read().split(b"\n")[:-1]):  # [-1]: after the last newline (empty, or a torn line)
-                found = _SEALED.match(raw.decode(errors="replace"))
+                found = _SEALED.match(raw)
                 if found is not None:
-                    return found.group(3)
+                    return found.group(3).decode()
     return GENESIS
 
 
@@ -171,7 +176,7 @@ def read_records(path: Path) -> Iterator[DecisionRecord]:
     """Every record under `path`, chain by chain, in written order (lines that do not parse are skipped: see verify)."""
     for folder in chains(path):
         for file in chain_files(folder):
-            for raw in file.read_text().splitlines():
+            for raw in _lines(file):
                 try:
                     fields = json.loads(raw)
                 except json.JSONDecodeError:

@@ -13,7 +13,6 @@ goes on with its chain.
 from __future__ import annotations
 
 import fcntl
-import itertools
 import logging
 import os
 import queue
@@ -34,7 +33,8 @@ MAX_BATCH = 512  # records per write and fsync
 
 def claim_chain(root: Path) -> tuple[Path, IO[str]]:
     """The first chain folder under `root` no other writer holds, and the open lock file that holds it."""
-    for n in itertools.count():
+    n = 0
+    while True:
         folder = root / f"chain-{n}"
         folder.mkdir(parents=True, exist_ok=True)
         lock = (folder / "LOCK").open("a")
@@ -43,7 +43,7 @@ def claim_chain(root: Path) -> tuple[Path, IO[str]]:
             return folder, lock
         except BlockingIOError:
             lock.close()
-    raise AssertionError("unreachable")
+            n += 1
 
 
 class AuditWriter:
@@ -99,8 +99,12 @@ class AuditWriter:
                 except queue.Empty:
                     break
             decisions = [d for d in batch if d is not None]
-            if decisions:
-                self._write(decisions)
+            try:
+                if decisions:
+                    self._write(decisions)
+            except Exception:  # the thread lives on: a dead one would leave close() waiting on a full queue
+                logger.exception("audit log: %d decision records not written", len(decisions))
+                self.dropped.inc(len(decisions))
             if batch[-1] is None:
                 if self._file is not None:
                     self._file.close()
