@@ -107,6 +107,8 @@ def test_the_openapi_document_carries_the_bounds_the_contract_and_every_error(en
     body = doc["paths"]["/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["maxItems"] == 1000 and set(body["items"]["discriminator"]["mapping"]) >= {"view", "purchase", "stock_change"}
     assert set(doc["paths"]["/admin/model"]["post"]["responses"]) == {"200", "400", "401", "403", "404", "409", "422"}
+    assert set(doc["paths"]["/admin/erase"]["post"]["responses"]) == {"200", "400", "401", "403", "404", "422"}
+    assert doc["paths"]["/admin/erase"]["post"]["security"] == [{"bearer": []}]
     assert doc["paths"]["/admin/model"]["post"]["security"] == [{"bearer": []}]
     assert doc["paths"]["/events"]["post"]["security"] == [{"bearer": []}, {}]  # a token only for stock and price events
     assert set(doc["paths"]["/events"]["post"]["responses"]) == {"200", "400", "401", "403", "413", "422"}
@@ -185,6 +187,25 @@ def test_admin_calls_need_the_admin_token_and_do_nothing_without_it(endpoint, ex
     assert endpoint.get("/readyz").json()["model_version"] == exported.version  # not swapped
     user = some_user(exported)
     assert endpoint.post("/recommend", json={"user_id": user, "k": 5}).json()["served_by"] == "ranker"  # no fault set
+
+
+def test_erasure_needs_the_admin_token_and_then_deletes_the_shopper(endpoint):
+    user, recommend = "erase-me", {"user_id": "erase-me", "k": 3}
+    item = endpoint.post("/recommend", json=recommend).json()["items"][0]["item_id"]
+    view = {"event_type": "view", "user_id": user, "session_id": "erase-visit", "item_id": item, "timestamp": NOW}
+    assert endpoint.post("/events", json=[view]).json()["accepted"] == 1
+    assert endpoint.post("/recommend", json=recommend).json()["served_by"] == "ranker"
+    body = {"user_id": user}
+    missing = endpoint.post("/admin/erase", json=body)
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert endpoint.post("/admin/erase", json=body, headers={"Authorization": "Bearer not-the-token"}).status_code == 403
+    assert endpoint.post("/admin/erase", json=body, headers=CATALOG).status_code == 403
+    assert endpoint.post("/recommend", json=recommend).json()["served_by"] == "ranker"  # nothing was deleted
+    assert endpoint.post("/admin/erase", json={"user_id": ""}, headers=ADMIN).status_code == 422
+    erased = endpoint.post("/admin/erase", json=body, headers=ADMIN)
+    assert erased.status_code == 200
+    assert erased.json() == {"user_id": user, "sessions": ["erase-visit"], "removed": {"online_store": 2, "event_log": 1}}
+    assert endpoint.post("/recommend", json=recommend).json()["served_by"] == "popularity"
 
 
 def test_stock_and_price_events_need_a_token_and_are_not_taken_without_one(endpoint, exported):

@@ -33,3 +33,10 @@ def test_events_land_in_redis_and_change_the_next_answer(redis_endpoint, exporte
     seeded = load(exported.path).user_baskets()[some_user(exported)]
     assert stored[1] is not None and [b.tolist() for b in stored[1].baskets] == [b.tolist() for b in seeded]
     assert client.get("/readyz").status_code == 200
+
+
+def test_admin_calls_are_off_without_an_admin_token(redis_endpoint, exported):
+    """This server has no admin token in its environment: erasure, like every admin call, is off (404), never open."""
+    user = some_user(exported)  # seeded from the bundle at start
+    assert redis_endpoint.post("/admin/erase", json={"user_id": user}).status_code == 404
+    assert redis_endpoint.post("/recommend", json={"user_id": user, "k": 3}).json()["served_by"] == "ranker"  # not erased
