@@ -27,8 +27,8 @@ from rich.table import Table
 from hyperrec.data.event_columns import validate_frame
 from hyperrec.data.events import EVENT_TYPES
 
-SHARE = {"view": 0.5, "click": 0.2, "add_to_cart": 0.1, "remove_from_cart": 0.02, "purchase": 0.1, "search": 0.05}
-SHARE |= {"identify": 0.01, "price_change": 0.02}
+SHARE = {"view": 0.49, "click": 0.2, "add_to_cart": 0.1, "remove_from_cart": 0.02, "purchase": 0.1, "search": 0.05}
+SHARE |= {"identify": 0.01, "consent": 0.01, "price_change": 0.02}
 SHARE["stock_change"] = 1 - sum(SHARE.values())
 USER_KINDS = ("view", "click", "add_to_cart", "remove_from_cart", "purchase", "search")
 
@@ -48,7 +48,7 @@ def make_events(n: int, bad: float, seed: int = 0) -> pd.DataFrame:
     kind = rng.choice(len(EVENT_TYPES), n, p=[SHARE[k] for k in EVENT_TYPES])
     is_ = {k: kind == i for i, k in enumerate(EVENT_TYPES)}
     user = np.isin(kind, [EVENT_TYPES.index(k) for k in USER_KINDS])
-    shopper = user | is_["identify"]  # identify names the user and the session, and has no context
+    shopper = user | is_["identify"] | is_["consent"]  # identify and consent name the user and the session, and have no context
     cart = is_["add_to_cart"] | is_["remove_from_cart"] | is_["purchase"]
     seconds = pa.array(1_704_067_200 + rng.integers(0, 365 * 86_400, n), pa.timestamp("s"))
     naive = pc.replace_substring(pc.cast(seconds, pa.string()), " ", "T")  # 2024-03-01T12:00:00
@@ -57,7 +57,7 @@ def make_events(n: int, bad: float, seed: int = 0) -> pd.DataFrame:
     table = pa.table(
         {
             "event_type": pa.array(np.where(broken & is_["view"], "teleport", np.array(EVENT_TYPES)[kind])),
-            "schema_version": pa.array(np.where(is_["identify"], 2, 1).astype(np.int64)),  # identify is version 2 only
+            "schema_version": pa.array(np.where(is_["identify"] | is_["consent"], 2, 1).astype(np.int64)),  # version 2 only
             "timestamp": pc.if_else(  # a broken click has no time zone
                 pa.array(broken & is_["click"]),
                 naive,
@@ -65,13 +65,17 @@ def make_events(n: int, bad: float, seed: int = 0) -> pd.DataFrame:
             ),
             "user_id": _ids("u", user_ids, shopper),
             "session_id": _ids("s", user_ids * 10 + rng.integers(0, 10, n), shopper),
-            "item_id": _ids("i", rng.zipf(1.3, n) % 1_000_000, ~is_["search"] & ~is_["identify"]),
+            "item_id": _ids("i", rng.zipf(1.3, n) % 1_000_000, ~is_["search"] & ~is_["identify"] & ~is_["consent"]),
             "order_id": _ids("o", rng.integers(0, n, n), is_["purchase"] & ~broken),  # a broken purchase has no order id
             "quantity": _numbers(np.where(broken & is_["add_to_cart"], 0, rng.integers(1, 4, n)), cart),
             "position": _numbers(rng.integers(1, 20, n), is_["purchase"]),
             "price": _numbers(rng.gamma(2.0, 3.0, n).round(2), is_["purchase"] | is_["price_change"]),
             "stock": _numbers(np.where(broken & is_["stock_change"], -1, rng.integers(0, 500, n)), is_["stock_change"]),
             "query": pc.if_else(pa.array(is_["search"]), pa.array(np.char.add("query ", rng.integers(0, 1_000, n).astype(str))), None),
+            "purpose": pc.if_else(
+                pa.array(is_["consent"]), pa.array(np.array(["personalization", "analytics", "email"])[rng.integers(0, 3, n)]), None
+            ),
+            "granted": pa.array(np.where(is_["consent"], rng.random(n) < 0.8, None), pa.bool_()),
             "device": pc.if_else(pa.array(user), pa.array(np.array(["web", "ios", "android", "other"])[rng.integers(0, 4, n)]), None),
             "page": pc.if_else(pa.array(user), pa.array(np.array(["home", "product", "cart", "search"])[rng.integers(0, 4, n)]), None),
         }

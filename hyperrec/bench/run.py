@@ -65,7 +65,7 @@ def serve_config(registry_root: Path, base: ServeConfig, version: str = "current
 
 
 async def started_flow(config: ServeConfig) -> RecommendFlow:
-    flow = RecommendFlow(config, MemoryStore(), LocalStages(Registry(config.registry), config))
+    flow = RecommendFlow(config, MemoryStore(consent=config.privacy.consent), LocalStages(Registry(config.registry), config))
     await flow.start()
     return flow
 

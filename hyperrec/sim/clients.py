@@ -47,7 +47,7 @@ class InProcessArm:
     async def start(cls, arm: SimArm) -> InProcessArm:
         config = arm_serve_config(arm)
         stages = LocalStages(Registry(config.registry), config)
-        flow = RecommendFlow(config, MemoryStore(), stages)
+        flow = RecommendFlow(config, MemoryStore(consent=config.privacy.consent), stages)
         await flow.start()
         if arm.popularity:  # every retrieval fails: the flow answers with its popularity fallback
             await stages.set_fault("retrieval", "error", 0.0, None)
