@@ -6,7 +6,9 @@ breaks the next line's `prev`. The chain runs across the files of a chain folder
 starts from GENESIS. What a hash chain cannot show is the loss of the newest lines at its end.
 
 Records hold pseudonyms (`Pseudonyms.of`) of the user and session ids, never the ids themselves:
-`hyperrec audit --user ID` finds a shopper's records by hashing ID under the same key.
+`hyperrec audit --user ID` finds a shopper's records by hashing ID under the same key. A shopper without
+analytics consent (withdrawn, or unknown because the online store did not answer) is left out: their
+decisions are still recorded, with the consent snapshot that says why, and with no user or session.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pydantic import Field
 from hyperrec.bundle.features import FEATURE_NAMES
 from hyperrec.bundle.retrieval import Candidates
 from hyperrec.config import StrictModel
-from hyperrec.serve.privacy import Pseudonyms
+from hyperrec.serve.privacy import ConsentSnapshot, Pseudonyms
 from hyperrec.serve.schemas import RecommendRequest, RecommendResponse, ServedBy
 
 GENESIS = "0" * 64  # `prev` of a chain's first line
@@ -52,9 +54,9 @@ class CandidatePool(StrictModel):
 class DecisionRecord(StrictModel):
     decision_id: str = Field(description="the response's trace_id")
     time: datetime
-    user: str | None = Field(description="pseudonym of the user id")
-    session: str | None = Field(description="pseudonym of the session id")
-    consent: dict[str, bool] | None = Field(None, description="the shopper's consent by purpose when the answer was made")
+    user: str | None = Field(description="pseudonym of the user id (None: anonymous, or no analytics consent)")
+    session: str | None = Field(description="pseudonym of the session id (None: none, or no analytics consent)")
+    consent: ConsentSnapshot = Field(description="the shopper's consent by purpose when the answer was made")
     placement: str | None = Field(description="the request's context.page")
     arm: str | None = Field(None, description="experiment arm (no experiments yet)")
     model_version: str
@@ -72,15 +74,18 @@ class Decision:
     request: RecommendRequest
     response: RecommendResponse
     pool: CandidatePool | None
+    consent: ConsentSnapshot
     at: float  # time.time() of the answer
 
     def record(self, pseudonyms: Pseudonyms) -> DecisionRecord:
         request, response = self.request, self.response
+        named = self.consent.analytics
         return DecisionRecord(
             decision_id=response.trace_id,
             time=datetime.fromtimestamp(self.at, UTC),
-            user=pseudonyms.of(request.user_id) if request.user_id is not None else None,
-            session=pseudonyms.of(request.session_id) if request.session_id is not None else None,
+            user=pseudonyms.of(request.user_id) if named and request.user_id is not None else None,
+            session=pseudonyms.of(request.session_id) if named and request.session_id is not None else None,
+            consent=self.consent,
             placement=request.context.page,
             model_version=response.model_version,
             served_by=response.served_by,

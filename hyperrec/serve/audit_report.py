@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from hyperrec.data.events import CONSENT_PURPOSES
 from hyperrec.serve.audit import DecisionRecord, chain_files, chains, read_records, verify
 from hyperrec.serve.privacy import PrivacyConfig, Pseudonyms
 
@@ -39,7 +40,12 @@ def find(
 def print_decision(record: DecisionRecord, console: Console, item: str | None = None) -> None:
     pool = record.candidates
     sources = f"{pool.count} ({', '.join(f'{name} {n}' for name, n in pool.sources.items())})" if pool else "none (no retrieval)"
-    consent = ", ".join(f"{p} {'yes' if granted else 'no'}" for p, granted in record.consent.items()) if record.consent else "not recorded"
+    given = record.consent
+    consent = ", ".join(
+        f"{p} {'yes' if getattr(given, p) else 'no'}{' (default)' if p in given.defaulted else ''}" for p in CONSENT_PURPOSES
+    )
+    if not given.known:
+        consent = "unknown (online store unreadable: every purpose withheld)"
     console.print(f"[bold]decision {record.decision_id}[/] at {record.time:%Y-%m-%d %H:%M:%S.%f} UTC")
     console.print(
         f"  placement {record.placement or '-'} | model {record.model_version} | served by {record.served_by} | "

@@ -22,13 +22,14 @@ from hyperrec.serve.config import AuditConfig, ServeConfig
 from hyperrec.serve.flow import LocalStages, RecommendFlow
 from hyperrec.serve.metrics import ServeMetrics
 from hyperrec.serve.online_store import MemoryStore
-from hyperrec.serve.privacy import Pseudonyms
+from hyperrec.serve.privacy import ConsentConfig, Pseudonyms
 from hyperrec.serve.schemas import RecommendRequest, RecommendResponse
 from tests.conftest import SERVE_PORT
 
 KEY = "test-key-0123456789abcdef"
 SHOPPER, VISIT = "shopper-7c41e9", "visit-93b2d0"  # ids that cannot occur by chance in a record's other bytes
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
+DEFAULT_CONSENT = ConsentConfig().snapshot()
 
 
 @pytest.fixture(autouse=True)
@@ -87,6 +88,7 @@ def test_every_answer_writes_one_record_of_its_decision(exported, tmp_path):
         assert (record.served_by, record.degraded, record.latency_ms) == (answer.served_by, answer.degraded, answer.latency_ms)
         assert [(i.item_id, i.score, i.reason) for i in record.items] == [(i.item_id, i.score, i.reason) for i in answer.items]
         assert record.arm is None and all(i.propensity is None for i in record.items)
+        assert record.consent == DEFAULT_CONSENT  # nobody here sent a consent event: the configured defaults
         if answer.served_by == "ranker":  # retrieval ran: how many candidates it gave, from where
             assert record.candidates is not None and record.candidates.count >= len(record.items)
             assert set(record.candidates.sources) == {"ann", "repeat", "popularity"}
@@ -94,6 +96,32 @@ def test_every_answer_writes_one_record_of_its_decision(exported, tmp_path):
     assert records[2].user is None and records[2].session == ids.of(VISIT)
     assert records[3].served_by == "popularity" and records[3].candidates is None  # nothing to retrieve for
     assert verify(tmp_path / "audit") is None
+
+
+def test_consent_is_in_the_record_and_without_analytics_the_shopper_is_not(exported, tmp_path):
+    flow = make_flow(exported, tmp_path)
+    shop(flow)
+
+    def consent(purpose: str, user: str, session: str) -> dict:
+        return {
+            "event_type": "consent",
+            "purpose": purpose,
+            "granted": False,
+            "user_id": user,
+            "session_id": session,
+            "timestamp": NOW.isoformat(),
+        }
+
+    assert flow.ingest([consent("analytics", SHOPPER, VISIT), consent("personalization", "private-one", "private-visit")]).accepted == 2
+    unlogged = ask(flow, user_id=SHOPPER, session_id=VISIT)
+    private = ask(flow, user_id="private-one")
+    flow.close()
+    first, second = read_records(tmp_path / "audit")
+    assert first.decision_id == unlogged.trace_id and (first.user, first.session) == (None, None)  # recorded, but not whose
+    assert not first.consent.analytics and first.consent.personalization and "analytics" not in first.consent.defaulted
+    assert second.decision_id == private.trace_id and second.user == Pseudonyms(KEY.encode()).of("private-one")
+    assert not second.consent.personalization and second.served_by == "popularity" and second.candidates is None
+    assert any("consent: personalization withdrawn" in d for d in second.degraded)
 
 
 def test_no_raw_user_or_session_id_in_the_audit_files(exported, tmp_path):
@@ -154,7 +182,7 @@ def test_the_chain_verifies_and_shows_an_edit_a_deletion_and_a_reordering(export
 
 def test_files_rotate_at_their_size(exported, tmp_path):
     flow = make_flow(exported, tmp_path)
-    decision = Decision(RecommendRequest(user_id=SHOPPER), ask(flow, user_id=SHOPPER), None, NOW.timestamp())
+    decision = Decision(RecommendRequest(user_id=SHOPPER), ask(flow, user_id=SHOPPER), None, DEFAULT_CONSENT, NOW.timestamp())
     flow.close()
     writer = AuditWriter(tmp_path / "rotating", AuditConfig(rotate_mb=1e-6), Pseudonyms(KEY.encode()), ServeMetrics().audit_dropped)
     for written in (1, 2):
@@ -180,7 +208,7 @@ def test_two_writers_on_one_folder_keep_chains_of_their_own(exported, tmp_path):
 
 def test_a_full_queue_drops_records_without_blocking_and_counts_them(exported, tmp_path, caplog):
     flow = make_flow(exported, tmp_path)
-    decision = Decision(RecommendRequest(user_id=SHOPPER), ask(flow, user_id=SHOPPER), None, NOW.timestamp())
+    decision = Decision(RecommendRequest(user_id=SHOPPER), ask(flow, user_id=SHOPPER), None, DEFAULT_CONSENT, NOW.timestamp())
     flow.close()
     metrics = ServeMetrics()
     writer = AuditWriter(tmp_path / "small", AuditConfig(queue_size=1), Pseudonyms(KEY.encode()), metrics.audit_dropped)
