@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "experiments/results/train_scale")
     args = parser.parse_args()
     console, rows = Console(), []
+    runs = args.work / "runs" / time.strftime("%Y%m%d-%H%M%S")  # this invocation's runs only
     for events, items in args.sizes:
         store = args.work / f"shop-{events}-{items}"
         if not (store / "events").exists():
@@ -129,7 +130,7 @@ def main() -> None:
         generated = json.loads((store / "generated.json").read_text())
         for workers in args.workers:
             console.print(f"[bold]hyperrec train[/] on {generated['events']:,} events, {items:,} items, {workers} worker(s)")
-            record = train(store, args.work / "runs", f"scale-{events}-{items}-x{workers}", workers, args.steps, args.valid_users)
+            record = train(store, runs, f"scale-{events}-{items}-x{workers}", workers, args.steps, args.valid_users)
             rows += rows_of(record, int(generated["events"]), items, workers, generated)
     table = with_growth(pd.DataFrame(rows))
     columns = ["events", "items", "workers", "stage", "seconds", "peak_rss_mib", "rate", "events x", "time x", "memory x"]

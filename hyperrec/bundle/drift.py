@@ -1,8 +1,9 @@
 """Drift of what the served ranker sees: each input feature and the score, live against the
 reference export stored in the bundle.
 
-Export computes the reference from the ranker's own training candidates (the features serving's
-retrieval produces) and their scores; a monitor compares a window of live candidates with it:
+Export computes the reference from what the served ranker will see: the candidates serving's own
+retrieval hands it for the export's shoppers (`serving_reference`), and their scores; a monitor
+(hyperrec/serve/monitors.py) compares a window of live candidates with it:
 - PSI (population stability index) over the reference's deciles: sum (live - ref) * ln(live / ref);
   the usual reading is < 0.1 stable, 0.1-0.25 moderate, > 0.25 a real shift;
 - the two-sample Kolmogorov-Smirnov statistic (largest gap between the two empirical CDFs) and the

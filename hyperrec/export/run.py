@@ -26,7 +26,6 @@ import torch
 from pydantic import Field
 
 from hyperrec.bundle import manifest as files
-from hyperrec.bundle.drift import DriftReference
 from hyperrec.bundle.features import FEATURE_NAMES, ItemTable
 from hyperrec.bundle.manifest import IndexSettings, Manifest, ParityCheck
 from hyperrec.bundle.onnx_models import OnnxEncoder, OnnxScorer
@@ -39,7 +38,7 @@ from hyperrec.data.sources import load_dataset
 from hyperrec.data.windows import recent_items
 from hyperrec.export.modules import ExportPlan, exportable
 from hyperrec.export.onnx import export_checked
-from hyperrec.export.served_ranker import evaluate_serving, fit_ranker, training_lists, user_context
+from hyperrec.export.served_ranker import evaluate_serving, fit_ranker, serving_reference, training_lists, user_context
 from hyperrec.export.triton_repo import write_model_repository
 from hyperrec.models import item_index
 from hyperrec.models.ranker import RankerConfig
@@ -93,7 +92,6 @@ class EncoderStep:
 class RankerStep:
     scorer: OnnxScorer
     parity: ParityCheck
-    drift: DriftReference  # its inputs and scores on its own training candidates
 
 
 @dataclass(frozen=True)
@@ -159,9 +157,7 @@ def train_served_ranker(
     parity = export_checked(
         "ranker", ranker, example, {"features": {0: "batch"}}, "scores", folder, [{"features": c} for c in cases], tolerance
     )
-    scorer = OnnxScorer(folder / files.RANKER)
-    drift = DriftReference.from_values([*FEATURE_NAMES, "score"], np.column_stack([features, scorer(features)]))
-    return RankerStep(scorer, parity, drift)
+    return RankerStep(OnnxScorer(folder / files.RANKER), parity)
 
 
 def evaluate_bundle(retrieval: Retrieval, scorer: OnnxScorer, split: Split, folder: Path) -> BundleEvaluation:
@@ -202,13 +198,14 @@ def export_run(run_dir: Path, config: ExportConfig, log: Callable[[str], object]
         evaluation = evaluate_bundle(test_retrieval, ranker.scorer, split, staging)
 
         items = ItemTable.from_history(split.full, catalog)
+        serving = Retrieval(encoder.encoder, plan.item_vectors, items, r, index=index)
         write(
             staging,
             item_vectors=plan.item_vectors,
             index=index,
             items=items,
             user_baskets=user_baskets_frame(split.full, split.user_ids),
-            drift=ranker.drift,
+            drift=serving_reference(serving, ranker.scorer, split.full, rng),
         )
         write_triton(staging, plan, config.gpu)
         manifest = Manifest(

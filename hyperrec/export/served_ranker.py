@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hyperrec.bundle.drift import DriftReference
 from hyperrec.bundle.features import FEATURE_NAMES, ItemTable
 from hyperrec.bundle.onnx_models import Encoder, Scorer
 from hyperrec.bundle.retrieval import Retrieval, RetrievalConfig, context_arrays
@@ -23,6 +24,7 @@ from hyperrec.models.ranker import Ranker, RankerConfig
 from hyperrec.progress import progress
 
 BATCH = 256  # users per retrieval call
+DRIFT_USERS = 2_000  # shoppers whose served candidates make the drift reference
 
 
 def user_context(history: Interactions, users: np.ndarray) -> dict[str, np.ndarray]:
@@ -64,6 +66,24 @@ def training_lists(
     if not n_lists:
         raise ValueError("no training list has a positive candidate: the history is too short or retrieval finds nothing")
     return np.concatenate(features), np.concatenate(labels), np.concatenate(groups)
+
+
+def serving_reference(
+    retrieval: Retrieval, scorer: Scorer, history: Interactions, rng: np.random.Generator, users: int = DRIFT_USERS
+) -> DriftReference:
+    """The drift monitors' reference: what the served ranker will see, i.e. the candidates serving's own
+    retrieval (today's item table, each shopper's whole history) hands it for up to `users` of the
+    export's shoppers, and its scores. Not the ranker's training candidates: those come from earlier
+    cut-offs, where popularity and basket counts are smaller, and a live window of a good version
+    measured a score PSI of 0.55-0.88 against them (a false rollback)."""
+    sample = np.sort(rng.permutation(history.n_users)[:users])
+    features = []
+    for start in range(0, len(sample), BATCH):
+        batch = sample[start : start + BATCH]
+        states = [UserState.from_history(history, u) for u in batch]
+        features += [c.features for c in retrieval.candidates(states, user_context(history, batch))]
+    values = np.concatenate(features)
+    return DriftReference.from_values([*FEATURE_NAMES, "score"], np.column_stack([values, scorer(values)]))
 
 
 def fit_ranker(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, config: RankerConfig) -> Ranker:

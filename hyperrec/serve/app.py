@@ -329,7 +329,14 @@ class Ingress:
             self.store.users(["__readyz__"])
         except Exception as exc:
             return JSONResponse(status_code=503, content=ErrorBody(detail=f"not ready: online store: {exc}").model_dump())
-        return Readiness(status="ready", model_version=self.flow.current, last_good=self.flow.last_good, warning=self.flow.fallback_error)
+        rolled_back = self.flow.rolled_back.describe() if self.flow.rolled_back is not None else None
+        return Readiness(
+            status="ready",
+            model_version=self.flow.current,
+            last_good=self.flow.last_good,
+            warning=self.flow.fallback_error,
+            rolled_back=rolled_back,
+        )
 
     @api.get("/metrics", response_class=PlainTextResponse, responses={200: {"description": "Prometheus text format 0.0.4"}})
     async def metrics(self) -> Response:

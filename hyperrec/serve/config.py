@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from hyperrec.bundle.retrieval import RetrievalConfig
 from hyperrec.bundle.store import ModelRuntime
 from hyperrec.config import StrictModel, apply_overrides, read_yaml, validate
+from hyperrec.serve.monitors import MonitorConfig
 from hyperrec.serve.privacy import PrivacyConfig
 
 
@@ -114,6 +115,7 @@ class ServeConfig(StrictModel):
     cpus_per_replica: float = Field(0.1, ge=0, description="Ray CPU reservation per replica (small: they share a laptop)")
     admin: AdminConfig = AdminConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    monitors: MonitorConfig = MonitorConfig()
     audit: AuditConfig = AuditConfig()
     fault_injection: bool = Field(False, description="enable /admin/faults (make a stage fail or stall: for tests and drills); off = 404")
 

@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,6 +32,7 @@ from hyperrec.serve.audit_writer import AuditWriter
 from hyperrec.serve.candidate_cache import CandidateCache
 from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.metrics import ServeMetrics
+from hyperrec.serve.monitors import Monitor
 from hyperrec.serve.online_store import Action, OnlineStore, Subject
 from hyperrec.serve.policy import Pick, Policy, popular_picks
 from hyperrec.serve.privacy import NO_CONSENT, ConsentSnapshot, Pseudonyms
@@ -104,10 +106,24 @@ class VersionItems:
         self.index = {item_id: i for i, item_id in enumerate(self.table.item_ids)}
         self.popular_in_stock = self.table.popular_in_stock()
         self.policy = Policy(config.policy, self.table, bundle.item_vectors)
+        self.drift = bundle.drift_reference()
 
 
 class StageFailed(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    """The flow left `from_version` by itself for `to_version`, for `reasons` (broken monitor bounds)."""
+
+    from_version: str
+    to_version: str
+    reasons: list[str]
+    at: float  # Unix time
+
+    def describe(self) -> str:
+        return f"rolled back from {self.from_version} to {self.to_version}: {'; '.join(self.reasons)}"
 
 
 class RecommendFlow:
@@ -123,13 +139,15 @@ class RecommendFlow:
         self.last_good: str | None = None
         self._swap_lock = asyncio.Lock()
         self.fallback_error: str | None = None
+        self.metrics = metrics or ServeMetrics()
         self.audit = (
-            AuditWriter(
-                config.audit_folder(), config.audit, Pseudonyms.from_environment(config.privacy), (metrics or ServeMetrics()).audit_dropped
-            )
+            AuditWriter(config.audit_folder(), config.audit, Pseudonyms.from_environment(config.privacy), self.metrics.audit_dropped)
             if config.audit.enabled
             else None
         )
+        self.monitor = Monitor(config.monitors, self.metrics) if config.monitors.enabled else None
+        self.rolled_back: RolledBack | None = None  # set by a rollback, cleared by the next swap an admin asks for
+        self._checks: set[asyncio.Task] = set()  # at most one monitor check at a time (referenced until it ends)
 
     # -- models ------------------------------------------------------------------------------
 
@@ -154,6 +172,10 @@ class RecommendFlow:
 
     async def swap(self, spec: str) -> str:
         """Load a version into every stage, then switch to it; requests in flight finish on the old one."""
+        self.rolled_back = None  # an admin acted
+        return await self._switch(spec)
+
+    async def _switch(self, spec: str) -> str:
         async with self._swap_lock:
             version = self.registry.resolve(spec)
             if version == self.current:
@@ -170,9 +192,47 @@ class RecommendFlow:
             self.items[version] = items
             self.last_good, self.current = self.current or self.last_good, version
             self.cache.clear()
-            for old in [v for v in self.items if v not in (self.current, self.last_good)]:
-                del self.items[old]
+            self._forget_unused()
             return version
+
+    def _forget_unused(self) -> None:
+        for old in [v for v in self.items if v not in (self.current, self.last_good)]:
+            del self.items[old]
+            if self.monitor is not None:
+                self.monitor.forget(old)
+
+    async def roll_back(self, version: str, reasons: list[str]) -> None:
+        """`version` broke a monitored bound: serve the last-good version, and stay there until an admin swaps."""
+        async with self._swap_lock:
+            target = self.last_good
+            if version != self.current or target is None or target == version:
+                logger.error("monitors: %s broke %s, and there is no last-good version to roll back to", version, "; ".join(reasons))
+                return
+        await self._switch(target)
+        self.last_good = target  # the broken version is no fallback
+        self._forget_unused()
+        self.rolled_back = RolledBack(version, target, reasons, time.time())
+        self.metrics.rollbacks.labels(version).inc()
+        logger.error("monitors: %s", self.rolled_back.describe())
+
+    def _after_answer(self, version: str, fell_back: bool) -> None:
+        """Count the answer; when a check is due and none runs, judge the version in a thread, then roll back if it broke a bound."""
+        if self.monitor is None or not self.monitor.observe_answer(version, fell_back) or self._checks:
+            return
+        task = asyncio.get_running_loop().create_task(self._check(version))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _check(self, version: str) -> None:
+        items = self.items.get(version)
+        if self.monitor is None or items is None:
+            return
+        try:
+            verdict = await asyncio.to_thread(self.monitor.check, version, items.drift)
+            if verdict.broken and self.config.monitors.rollback and self.rolled_back is None:
+                await self.roll_back(version, verdict.broken)
+        except Exception:  # a monitor must never take the endpoint down
+            logger.exception("monitors: the check of %s failed", version)
 
     # -- recommend ---------------------------------------------------------------------------
 
@@ -183,6 +243,7 @@ class RecommendFlow:
         items = self.items[version]
         excluded = np.array([items.index[i] for i in request.exclude if i in items.index], np.int64)
         degraded: list[str] = []
+        fell_back = False  # a stage or the store failed (not a consent choice, nor a shopper with nothing to go on)
         timer = StageTimer(started)
         try:
             state, subject, consent = self._state(request)
@@ -190,6 +251,7 @@ class RecommendFlow:
             prices = self.store.prices()
         except Exception as exc:  # the store is down: answer without personal data, as if every consent were withdrawn
             degraded.append(f"online store: {type(exc).__name__}: {exc}"[:300])
+            fell_back = True
             state, out_of_stock, prices, consent = None, np.empty(0, np.int64), {}, NO_CONSENT
             subject = _subjects(request)[0]
         if consent.known and not consent.personalization:  # a non-personal answer (popularity), saying why
@@ -218,15 +280,19 @@ class RecommendFlow:
                         )
                     except StageFailed as failure:
                         degraded.append(str(failure))
+                        fell_back = True
                         timer.lap("ranker")
                         continue
                     timer.lap("ranker")
+                    if attempt == version and self.monitor is not None:
+                        self.monitor.observe_ranking(version, candidates.features, scores)
                     picks = items.policy.select(candidates, scores, state, request.k)
                     timer.lap("policy")
                     served_by, served_version = ("ranker" if attempt == version else "last_good"), attempt
                     break
             except StageFailed as failure:
                 degraded.append(str(failure))
+                fell_back = True
                 timer.lap("retrieval")
         if picks is None:
             picks = popular_picks(items.table, items.popular_in_stock, blocked, request.k)
@@ -253,6 +319,7 @@ class RecommendFlow:
         if self.audit is not None:
             pool = candidate_pool(candidates) if candidates is not None else None
             self.audit.put(Decision(request, response, pool, consent, time.time()))
+        self._after_answer(version, fell_back)
         return response
 
     def _state(self, request: RecommendRequest) -> tuple[UserState | None, Subject, ConsentSnapshot]:
@@ -326,6 +393,7 @@ class RecommendFlow:
         if report.accepted and self.event_log is not None:
             self.event_log.append(events_to_frame(report.accepted))  # durable before anything else sees them
         index = self.items[self.current].index if self.current else {}
+        arrived = time.time()
         unknown = 0
         actions: list[Action] = []
         for event in report.accepted:
@@ -351,6 +419,8 @@ class RecommendFlow:
                     for subject in action.subjects():
                         self.cache.drop(":".join(subject))
         self.store.apply(sorted(actions, key=lambda a: a.time_us))  # a batch in time order (stable), as export orders the log
+        if self.monitor is not None and report.accepted:
+            self.monitor.observe_events(np.array([arrived - e.timestamp.timestamp() for e in report.accepted]), unknown)
         rejected = [{"index": r.index, "reason": r.reason} for r in report.rejected]
         return EventsResponse(accepted=len(report.accepted), rejected=rejected, unknown_items=unknown)
 

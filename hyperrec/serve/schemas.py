@@ -122,6 +122,9 @@ class Readiness(BaseModel):
     model_version: str
     last_good: str | None
     warning: str | None = Field(description="why the last-good model was not loaded, if it was not")
+    rolled_back: str | None = Field(
+        None, description="the broken monitor bounds for which the server left a version by itself (it stays until an admin swaps)"
+    )
 
 
 class Problem(BaseModel):

@@ -104,8 +104,9 @@ def test_serving_loads_the_saved_index_when_its_settings_match(exported):
 
 
 def test_export_stores_the_rankers_drift_reference(exported):
-    """The ranker's inputs and scores at export: the drift monitors' reference (its own sample is not
-    a shift; the same candidates scored 3 higher are one, in the score column only)."""
+    """What the served ranker will see (serving's candidates for the export's shoppers) and its scores: the
+    drift monitors' reference (its own sample is not a shift; the same candidates scored 3 higher are one,
+    in the score column only)."""
     from hyperrec.bundle.store import load
 
     reference = load(exported.path).drift_reference()
