@@ -56,8 +56,9 @@ class OfflineStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.ingest_log.write_text(json.dumps(log, indent=2))
 
-    def append(self, events: pd.DataFrame) -> int:
-        """Write a batch of events; returns how many were written."""
+    def append(self, events: pd.DataFrame, durable: bool = False) -> int:
+        """Write a batch of events; returns how many were written. `durable`: the new files and their folders
+        are on disk (fsync) when it returns, as an endpoint needs before it acknowledges them."""
         if events.empty:
             return 0
         frame = normalize_events(events)
@@ -65,6 +66,7 @@ class OfflineStore:
         frame["_batch"] = batch
         frame["_row"] = range(len(frame))
         frame["event_date"] = frame["timestamp"].dt.strftime("%Y-%m-%d")
+        written: list = []
         ds.write_dataset(
             pa.Table.from_pandas(frame, preserve_index=False),
             self.events_dir,
@@ -72,7 +74,12 @@ class OfflineStore:
             partitioning=_PARTITIONING,
             basename_template=f"part-{batch}-{{i}}.parquet",
             existing_data_behavior="overwrite_or_ignore",
+            file_visitor=written.append if durable else None,
         )
+        for file in written:
+            _fsync(Path(file.path))
+        for folder in {folder for file in written for folder in Path(file.path).parents[:3]}:  # type, day and events folders
+            _fsync(folder)
         return len(frame)
 
     def read(self, event_types: list[str] | None = None) -> pd.DataFrame:
@@ -140,6 +147,15 @@ class OfflineStore:
         if not self.catalog_path.exists():
             raise FileNotFoundError(f"{self.catalog_path}: no catalog in this store")
         return normalize_catalog(pd.read_parquet(self.catalog_path))
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's entries to disk (a folder: so that the new names survive a crash too)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def file_hash(path: Path) -> str:

@@ -42,6 +42,11 @@ class StoreConfig(StrictModel):
     redis_url: str = "redis://127.0.0.1:6379/0"
     namespace: str = "hyperrec"
     seed_users: bool = Field(True, description="load the bundle's user histories into the store at start")
+    replay_event_log: bool = Field(
+        True,
+        description="memory store: at start, apply the event log (every event acknowledged before a restart or a crash) "
+        "on top of the seed; a Redis store keeps its own state",
+    )
 
 
 class AdminConfig(StrictModel):

