@@ -34,7 +34,10 @@ class ContractYears:
     which a bound on the UTC instant cannot; either way every accepted time fits the event log.
     """
 
-    first, last, pattern = 2000, 2099, r"^20\d\d-"
+    first, last = 2000, 2099
+    # RFC 3339 in full, the years spelled out: a schema fuzzer draws from it, and a bare prefix left it
+    # drawing "20dd-" and noise that its date-time check then threw away (its health check failed)
+    pattern = r"^20\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[Tt]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)$"
 
     def check(self, moment: datetime) -> datetime:
         if not self.first <= moment.year <= self.last:

@@ -149,6 +149,7 @@ class RecommendFlow:
         self.monitor = Monitor(config.monitors, self.metrics) if config.monitors.enabled else None
         self.rolled_back: RolledBack | None = None  # set by a rollback, cleared by the next swap an admin asks for
         self._checks: set[asyncio.Task] = set()  # at most one monitor check at a time (referenced until it ends)
+        self._no_fallback: set[str] = set()  # versions that broke a bound with nothing to roll back to
 
     # -- models ------------------------------------------------------------------------------
 
@@ -213,7 +214,9 @@ class RecommendFlow:
         async with self._swap_lock:
             target = self.last_good
             if version != self.current or target is None or target == version:
-                logger.error("monitors: %s broke %s, and there is no last-good version to roll back to", version, "; ".join(reasons))
+                if version not in self._no_fallback:  # said once per version, not at every check
+                    self._no_fallback.add(version)
+                    logger.error("monitors: %s broke %s, and there is no last-good version to roll back to", version, "; ".join(reasons))
                 return
         await self._switch(target)
         self.last_good = target  # the broken version is no fallback

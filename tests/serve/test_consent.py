@@ -12,7 +12,6 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -28,6 +27,7 @@ from hyperrec.serve.online_store import Action, MemoryStore, OnlineStore, StateC
 from hyperrec.serve.privacy import ConsentConfig
 from hyperrec.serve.redis_store import RedisStore
 from hyperrec.serve.schemas import RecommendRequest
+from tests.serve.test_session_state import catalogue, event
 
 OPT_IN = ConsentConfig(personalization=False)
 
@@ -136,8 +136,6 @@ def test_erasing_a_user_deletes_them_and_the_sessions_linked_to_them_only(store:
 
 # -- the flow ---------------------------------------------------------------------------------------
 
-START = datetime(2026, 3, 2, 9, tzinfo=UTC)
-
 
 def make_flow(kind: str, request: pytest.FixtureRequest, exported, tmp_path, defaults: ConsentConfig) -> RecommendFlow:
     config = ServeConfig(
@@ -161,16 +159,6 @@ def flow(request: pytest.FixtureRequest, exported, tmp_path) -> Iterator[Recomme
     f.store.close()
 
 
-def items_of(flow: RecommendFlow) -> list[str]:
-    table = flow.items[flow.current].table
-    return [str(i) for i in table.item_ids[table.in_stock]]
-
-
-def event(kind: str, minute: int, user: str | None = "shopper", session: str = "visit", **fields) -> dict:
-    record = {"event_type": kind, "session_id": session, "timestamp": (START + timedelta(minutes=minute)).isoformat(), **fields}
-    return record | ({"user_id": user} if user is not None else {})
-
-
 def give(purpose: str, granted: bool, minute: int, **shopper) -> dict:
     return event("consent", minute, purpose=purpose, granted=granted, **shopper)
 
@@ -185,7 +173,7 @@ def ask(flow: RecommendFlow, **shopper):
 
 
 def test_withdrawn_personalization_makes_the_next_answer_popular_and_says_so(flow: RecommendFlow) -> None:
-    items = items_of(flow)
+    items = catalogue(flow)
     send(flow, event("purchase", 0, item_id=items[0], order_id="o1"), event("view", 1, item_id=items[5]))
     assert ask(flow, user_id="shopper").served_by == "ranker"
     send(flow, give("personalization", False, 2))
@@ -206,7 +194,7 @@ def test_withdrawn_personalization_makes_the_next_answer_popular_and_says_so(flo
 
 
 def test_analytics_withdrawal_is_in_the_consent_snapshot_and_leaves_the_answer_personal(flow: RecommendFlow) -> None:
-    items = items_of(flow)
+    items = catalogue(flow)
     send(flow, event("view", 0, item_id=items[3]))
     request = RecommendRequest(user_id="shopper", session_id="visit")
     assert flow._state(request)[2].analytics is True and "analytics" in flow._state(request)[2].defaulted
@@ -230,7 +218,7 @@ def test_email_consent_is_opt_in_stored_and_read_for_the_user_and_their_session(
 @pytest.mark.parametrize("kind", ["memory", "redis"])
 def test_an_opt_in_default_serves_popularity_until_personalization_is_granted(kind, request, exported, tmp_path) -> None:
     flow = make_flow(kind, request, exported, tmp_path, OPT_IN)
-    items = items_of(flow)
+    items = catalogue(flow)
     send(flow, event("view", 0, item_id=items[3]))
     answer = ask(flow, user_id="shopper")
     assert answer.served_by == "popularity" and answer.degraded == ["consent: personalization not given (the default)"]
@@ -241,7 +229,7 @@ def test_an_opt_in_default_serves_popularity_until_personalization_is_granted(ki
 
 
 def shoppers_events(flow: RecommendFlow) -> list[dict]:
-    items = items_of(flow)
+    items = catalogue(flow)
     return [
         event("view", 0, user=None, session="before-login", item_id=items[1]),
         event("identify", 1, session="before-login"),
