@@ -27,7 +27,7 @@ from hyperrec.bench.loadgen import Reply, StepResult, open_loop, recommend_bodie
 from hyperrec.eval.report import print_table, write_table
 from hyperrec.registry import Registry
 from hyperrec.serve.config import ServeConfig
-from hyperrec.serve.runner import start, stop
+from hyperrec.serve.ray_env import prepare_environment
 
 
 def replica_rss_mib() -> float:
@@ -82,6 +82,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("experiments/results/soak"))
     args = parser.parse_args()
     config = ServeConfig(registry=args.registry, version=args.version, port=args.port, event_log=args.out / "event_log")
+    prepare_environment(config)  # before Ray Serve is imported
+    from hyperrec.serve.runner import start, stop
+
     bundle = Registry(args.registry).bundle(Registry(args.registry).resolve(args.version))
     users, items = sorted(bundle.user_baskets()), [str(i) for i in bundle.item_table().item_ids]
     url, rows = start(config), []

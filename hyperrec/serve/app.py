@@ -308,7 +308,8 @@ class Ingress:
             check_token(credentials, accepted)  # the whole batch is refused: no event of it is taken
         wrong_types = json_type_errors(events)
         kept = [i for i in range(len(events)) if i not in wrong_types]
-        result = self.flow.ingest([events[i] for i in kept])
+        # Off the event loop: the durable log write takes milliseconds, and /recommend must not wait behind it.
+        result = await asyncio.to_thread(self.flow.ingest, [events[i] for i in kept])
         rejected = [RejectedEvent(index=kept[r.index], reason=r.reason) for r in result.rejected]
         rejected += [RejectedEvent(index=i, reason=reason) for i, reason in wrong_types.items()]
         result.rejected = sorted(rejected, key=lambda r: r.index)

@@ -1,11 +1,13 @@
 """Per-user cache of retrieval results, invalidated by what changes them.
 
 An entry is valid while the user's state, the context and the model version are the same (its
-key says so); a stock or price event drops every entry holding the item it concerns.
+key says so); a stock or price event drops every entry holding the item it concerns. Safe to use
+from several threads (the endpoint applies events off its event loop).
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 from hyperrec.bundle.retrieval import Candidates
@@ -16,45 +18,51 @@ class CandidateCache:
         self.capacity = capacity
         self._entries: OrderedDict[str, tuple[tuple, Candidates]] = OrderedDict()
         self._holders: dict[int, set[str]] = {}  # item -> users whose entry holds it
+        self._lock = threading.RLock()
 
     def get(self, user: str, key: tuple) -> Candidates | None:
-        entry = self._entries.get(user)
-        if entry is None or entry[0] != key:
-            return None
-        self._entries.move_to_end(user)
-        return entry[1]
+        with self._lock:
+            entry = self._entries.get(user)
+            if entry is None or entry[0] != key:
+                return None
+            self._entries.move_to_end(user)
+            return entry[1]
 
     def put(self, user: str, key: tuple, candidates: Candidates) -> None:
-        if self.capacity <= 0:
-            return
-        self.drop(user)
-        self._entries[user] = (key, candidates)
-        for item in candidates.items.tolist():
-            self._holders.setdefault(item, set()).add(user)
-        while len(self._entries) > self.capacity:
-            self.drop(next(iter(self._entries)))
+        with self._lock:
+            if self.capacity <= 0:
+                return
+            self.drop(user)
+            self._entries[user] = (key, candidates)
+            for item in candidates.items.tolist():
+                self._holders.setdefault(item, set()).add(user)
+            while len(self._entries) > self.capacity:
+                self.drop(next(iter(self._entries)))
 
     def invalidate_item(self, item: int) -> int:
-        users = self._holders.pop(item, set())
-        for user in list(users):
-            self.drop(user)
-        return len(users)
+        with self._lock:
+            users = self._holders.pop(item, set())
+            for user in list(users):
+                self.drop(user)
+            return len(users)
 
     def clear(self) -> None:
-        self._entries.clear()
-        self._holders.clear()
+        with self._lock:
+            self._entries.clear()
+            self._holders.clear()
 
     def drop(self, user: str) -> None:
         """Forget the user's entry (also when their data must go: consent withdrawn, erasure)."""
-        entry = self._entries.pop(user, None)
-        if entry is None:
-            return
-        for item in entry[1].items.tolist():
-            holders = self._holders.get(item)
-            if holders is not None:
-                holders.discard(user)
-                if not holders:
-                    del self._holders[item]
+        with self._lock:
+            entry = self._entries.pop(user, None)
+            if entry is None:
+                return
+            for item in entry[1].items.tolist():
+                holders = self._holders.get(item)
+                if holders is not None:
+                    holders.discard(user)
+                    if not holders:
+                        del self._holders[item]
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -31,6 +31,7 @@ from hyperrec.serve.audit import Decision, candidate_pool
 from hyperrec.serve.audit_writer import AuditWriter
 from hyperrec.serve.candidate_cache import CandidateCache
 from hyperrec.serve.config import ServeConfig
+from hyperrec.serve.event_log import GroupCommitLog
 from hyperrec.serve.metrics import ServeMetrics
 from hyperrec.serve.monitors import Monitor
 from hyperrec.serve.online_store import Action, OnlineStore, Subject
@@ -134,6 +135,7 @@ class RecommendFlow:
         self.stages = stages
         self.registry = Registry(config.registry)
         self.event_log = OfflineStore(config.event_log) if config.event_log is not None else None
+        self.log_writer = GroupCommitLog(self.event_log) if self.event_log is not None else None
         self.cache = CandidateCache(config.candidate_cache)
         self.items: dict[str, VersionItems] = {}
         self.current: str | None = None
@@ -395,13 +397,16 @@ class RecommendFlow:
     def ingest(self, records: list[Any]) -> EventsResponse:
         """Validate against the contract, append the accepted events to the log, then update the online store.
 
+        Safe to call from several threads at once (the endpoint runs it off its event loop): their log writes
+        are shared (GroupCommitLog), the stores and the candidate cache take their own locks.
+
         Every accepted event goes to the log, a consenting shopper's or not: it is the shop's record of what happened
         (erasure deletes from it). Personalization consent only decides what the online store keeps for answers: a
         withdrawal drops the shopper's state and cached candidates, and their later behaviour is not stored there.
         """
         report = validate_events(records)
-        if report.accepted and self.event_log is not None:
-            self.event_log.append(events_to_frame(report.accepted), durable=True)  # on disk before anything else sees them
+        if report.accepted and self.log_writer is not None:
+            self.log_writer.append(events_to_frame(report.accepted))  # on disk before anything else sees them
         arrived = time.time()
         unknown = self._apply(report.accepted)
         if self.monitor is not None and report.accepted:
