@@ -4,6 +4,7 @@ import pandas as pd
 
 from hyperrec.cli import main
 from hyperrec.config import DataConfig
+from hyperrec.data.events import EVENT_TYPES
 from hyperrec.data.offline_store import OfflineStore
 from hyperrec.data.sources import load_dataset
 
@@ -11,8 +12,10 @@ from hyperrec.data.sources import load_dataset
 def test_synthetic_store_is_a_source_and_is_never_generated_twice(tmp_path, capsys):
     store = tmp_path / "store"
     assert main(["data", "synthetic", "--store", str(store), "n_items=300", "n_users=100"]) == 0
-    dataset = load_dataset(DataConfig(source="store", path=store))
+    dataset = load_dataset(DataConfig(source="store", path=store, event_types=list(EVENT_TYPES)))
     assert len(dataset.catalog) == 300 and len(dataset.events) > 1_000
+    purchases = load_dataset(DataConfig(source="store", path=store)).events  # a run reads only the kinds it uses
+    assert set(purchases["event_type"]) == {"purchase"} and len(purchases) == (dataset.events["event_type"] == "purchase").sum()
     assert main(["data", "synthetic", "--store", str(store), "n_items=300", "n_users=100"]) == 2
     assert "already holds events" in capsys.readouterr().err
     assert len(OfflineStore(store).read()) == len(dataset.events)
