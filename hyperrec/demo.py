@@ -8,6 +8,7 @@ and the answer it changes. The endpoint then stays up until Ctrl-C (`--no-wait`:
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -69,17 +70,19 @@ def show_requests(console: Console, url: str, version_dir: Path) -> None:
         console.print(f"$ curl -s -X POST {url}/recommend -H 'content-type: application/json' -d '{json.dumps(body)}'")
         console.print_json(data=answer)
         new_item = answer["items"][-1]["item_id"]
+        # a shopper no earlier demo has seen: the server keeps what it was told (its event log is replayed at start)
+        shopper = f"demo-shopper-{uuid.uuid4().hex[:8]}"
         event = {
             "event_type": "purchase",
-            "user_id": "demo-shopper",
-            "session_id": "s1",
-            "order_id": "o1",
+            "user_id": shopper,
+            "session_id": f"{shopper}-s1",
+            "order_id": f"{shopper}-o1",
             "item_id": new_item,
             "timestamp": datetime.now(UTC).isoformat(),
         }
-        before = client.post("/recommend", json={"user_id": "demo-shopper", "k": 3}).json()
+        before = client.post("/recommend", json={"user_id": shopper, "k": 3}).json()
         console.print(f"a new shopper gets {before['served_by']}: {[i['item_id'] for i in before['items']]}")
         console.print(f"$ curl -s -X POST {url}/events -H 'content-type: application/json' -d '{json.dumps([event])}'")
         console.print_json(data=client.post("/events", json=[event]).json())
-        after = client.post("/recommend", json={"user_id": "demo-shopper", "k": 3}).json()
+        after = client.post("/recommend", json={"user_id": shopper, "k": 3}).json()
         console.print(f"the next answer ({after['served_by']}): " + ", ".join(f"{i['item_id']} ({i['reason']})" for i in after["items"]))
