@@ -23,7 +23,7 @@ from pathlib import Path
 import aiohttp
 import pandas as pd
 
-from hyperrec.bench.loadgen import Reply, StepResult, open_loop, recommend_bodies, reply_of
+from hyperrec.bench.loadgen import Reply, StepResult, open_loop, post_json, recommend_bodies, recommend_sender
 from hyperrec.eval.report import print_table, write_table
 from hyperrec.registry import Registry
 from hyperrec.serve.config import ServeConfig
@@ -48,23 +48,14 @@ async def one_minute(url: str, users: list[str], items: list[str], rate: float, 
     rng = random.Random(seed)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000)) as session:
 
-        async def recommend(i: int) -> Reply:
-            body = bodies[i % len(bodies)]
-            async with session.post(f"{url}/recommend", json=body) as response:
-                if response.status != 200:
-                    raise RuntimeError(f"HTTP {response.status}: {(await response.read())[:120]!r}")
-                answer = await response.json()
-                return reply_of(body, answer["served_by"], answer["degraded"], answer.get("stage_ms", {}))
-
         async def view(i: int) -> Reply:
             user = rng.choice(users)
             event = {"event_type": "view", "user_id": user, "session_id": f"soak-{user}", "item_id": rng.choice(items)}
             event["timestamp"] = datetime.now(UTC).isoformat()
-            async with session.post(f"{url}/events", json=[event]) as response:
-                if response.status != 200:
-                    raise RuntimeError(f"HTTP {response.status}: {(await response.read())[:120]!r}")
-                return Reply(False)
+            await post_json(session, f"{url}/events", [event])
+            return Reply(False)
 
+        recommend = recommend_sender(session, url, bodies)
         return tuple(await asyncio.gather(open_loop(recommend, rate, seconds, "recommend"), open_loop(view, rate / 4, seconds, "events")))
 
 

@@ -22,16 +22,16 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from hyperrec.bundle.features import FEATURE_NAMES, ItemTable
+from hyperrec.bundle.features import FEATURE_NAMES
 from hyperrec.bundle.manifest import IndexSettings, Manifest
-from hyperrec.bundle.retrieval import Retrieval, RetrievalConfig
-from hyperrec.bundle.store import staged, user_baskets_frame, write
+from hyperrec.bundle.retrieval import RetrievalConfig
+from hyperrec.bundle.store import staged
 from hyperrec.config import StrictModel, SyntheticConfig, load_config
 from hyperrec.data.sequences import Interactions
 from hyperrec.data.synthetic import SyntheticShop
 from hyperrec.export.modules import exportable
-from hyperrec.export.run import build_index, export_encoder, train_served_ranker
-from hyperrec.export.served_ranker import serving_reference, training_lists
+from hyperrec.export.run import build_index, export_encoder, train_served_ranker, write_serving_side
+from hyperrec.export.served_ranker import training_lists
 from hyperrec.models.ranker import RankerConfig
 from hyperrec.models.sasrec import SASRec, SASRecConfig
 from hyperrec.registry import Registry
@@ -113,15 +113,8 @@ def synthetic_bundle(
             subset, shop.catalog, encoder.encoder, plan.item_vectors, retrieval, cutoffs=1, index=index
         )
         ranker = train_served_ranker(features, labels, groups, RankerConfig(epochs=2), staging, TOLERANCE, rng)
-        items = ItemTable.from_history(history, shop.catalog)
-        serving = Retrieval(encoder.encoder, plan.item_vectors, items, retrieval, index=index)
-        write(
-            staging,
-            item_vectors=plan.item_vectors,
-            index=index,
-            items=items,
-            user_baskets=user_baskets_frame(history, user_ids),
-            drift=serving_reference(serving, ranker.scorer, history, rng),
+        write_serving_side(
+            staging, encoder.encoder, plan.item_vectors, index, retrieval, history, shop.catalog, user_ids, ranker.scorer, rng
         )
         manifest = Manifest(
             trained=False,

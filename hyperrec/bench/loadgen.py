@@ -163,18 +163,29 @@ def recommend_bodies(user_ids: list[str], n: int, k: int = 10, seed: int = 0) ->
     return bodies
 
 
+async def post_json(session: aiohttp.ClientSession, url: str, body: object) -> dict:
+    """POST a JSON body and return the JSON answer; any status but 200 is an error (counted by the step)."""
+    async with session.post(url, json=body) as response:
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}: {(await response.read())[:120]!r}")
+        return await response.json()
+
+
+def recommend_sender(session: aiohttp.ClientSession, url: str, bodies: list[dict]) -> Send:
+    """Request i posts bodies[i] (cycling) to /recommend."""
+
+    async def send(i: int) -> Reply:
+        body = bodies[i % len(bodies)]
+        answer = await post_json(session, f"{url}/recommend", body)
+        return reply_of(body, answer["served_by"], answer["degraded"], answer.get("stage_ms", {}))
+
+    return send
+
+
 async def http_step(url: str, bodies: list[dict], rate: float, seconds: float) -> StepResult:
     connector = aiohttp.TCPConnector(limit=1000)
     async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def send(i: int) -> Reply:
-            body = bodies[i % len(bodies)]
-            async with session.post(f"{url}/recommend", json=body) as response:
-                if response.status != 200:
-                    raise RuntimeError(f"HTTP {response.status}: {(await response.read())[:120]!r}")
-                answer = await response.json()
-                return reply_of(body, answer["served_by"], answer["degraded"], answer.get("stage_ms", {}))
-
+        send = recommend_sender(session, url, bodies)
         await open_loop(send, rate, min(2.0, seconds), "warm-up")
         return await open_loop(send, rate, seconds, "http")
 

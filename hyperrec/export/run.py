@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from pydantic import Field
 
@@ -33,7 +34,7 @@ from hyperrec.bundle.retrieval import Retrieval, RetrievalConfig
 from hyperrec.bundle.store import staged, user_baskets_frame, write
 from hyperrec.config import ExperimentConfig, StrictModel
 from hyperrec.data.dataset import Dataset
-from hyperrec.data.sequences import Split, make_split
+from hyperrec.data.sequences import Interactions, Split, make_split
 from hyperrec.data.sources import load_dataset
 from hyperrec.data.windows import recent_items
 from hyperrec.export.modules import ExportPlan, exportable
@@ -160,6 +161,26 @@ def train_served_ranker(
     return RankerStep(OnnxScorer(folder / files.RANKER), parity)
 
 
+def write_serving_side(
+    folder: Path,
+    encoder: OnnxEncoder,
+    item_vectors: np.ndarray,
+    index,
+    config: RetrievalConfig,
+    history: Interactions,
+    catalog: pd.DataFrame,
+    user_ids: np.ndarray,
+    scorer: OnnxScorer,
+    rng: np.random.Generator,
+) -> None:
+    """What serving reads besides the ONNX files: vectors, index, today's item table, the shoppers' seed, and the
+    drift reference taken from that same serving retrieval."""
+    items = ItemTable.from_history(history, catalog)
+    serving = Retrieval(encoder, item_vectors, items, config, index=index)
+    drift = serving_reference(serving, scorer, history, rng)
+    write(folder, item_vectors=item_vectors, index=index, items=items, user_baskets=user_baskets_frame(history, user_ids), drift=drift)
+
+
 def evaluate_bundle(retrieval: Retrieval, scorer: OnnxScorer, split: Split, folder: Path) -> BundleEvaluation:
     served = evaluate_serving(retrieval, scorer, split.test, KS, LIST_LENGTH)
     served.per_user.to_csv(folder / files.SERVED_PER_USER, index=False)  # for paired comparisons with other methods
@@ -197,16 +218,7 @@ def export_run(run_dir: Path, config: ExportConfig, log: Callable[[str], object]
         test_retrieval = Retrieval(encoder.encoder, plan.item_vectors, ItemTable.from_history(split.test.history, catalog), r, index=index)
         evaluation = evaluate_bundle(test_retrieval, ranker.scorer, split, staging)
 
-        items = ItemTable.from_history(split.full, catalog)
-        serving = Retrieval(encoder.encoder, plan.item_vectors, items, r, index=index)
-        write(
-            staging,
-            item_vectors=plan.item_vectors,
-            index=index,
-            items=items,
-            user_baskets=user_baskets_frame(split.full, split.user_ids),
-            drift=serving_reference(serving, ranker.scorer, split.full, rng),
-        )
+        write_serving_side(staging, encoder.encoder, plan.item_vectors, index, r, split.full, catalog, split.user_ids, ranker.scorer, rng)
         write_triton(staging, plan, config.gpu)
         manifest = Manifest(
             source_run=str(run_dir),
