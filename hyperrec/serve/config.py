@@ -102,6 +102,11 @@ class ServeConfig(StrictModel):
     ingress_drain_s: float = Field(
         1.0, ge=0, description="direct ingress: how long a stopping replica keeps answering (raise it behind a load balancer)"
     )
+    user_code_thread: bool = Field(
+        False,
+        description="run the app's handlers on an event loop of their own thread (Ray Serve's default) instead of on the "
+        "replica's loop that also parses HTTP; false saves two thread handoffs per request (see ray_env)",
+    )
     topology: Literal["single", "deployments"] = Field(
         "single",
         description="single: retrieval and ranking run inside the ingress replica (the fastest on a few cores); "

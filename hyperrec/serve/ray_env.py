@@ -3,7 +3,16 @@
 `ingress: direct` makes the ingress replica itself listen on the configured port, with no Serve
 proxy in front (Ray Serve's direct-ingress mode): one process hop less per request. Measured on a
 2-core machine, a trivial endpoint at 200 requests/s: p50 18 ms / p99 58 ms through the proxy,
-2.0 ms / 4.7 ms direct. The variables must be set before `ray.serve` is imported and before the
+2.0 ms / 4.7 ms direct.
+
+`user_code_thread: false` runs the handlers on the replica's own event loop, the one where direct
+ingress parses HTTP (Ray Serve's RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0, part of its
+throughput-optimized mode). With Serve's default each request crosses from that loop to the
+handlers' loop on another thread and back, and under load each crossing waits for the GIL. Measured
+on the Instacart export at 200 requests/s (2 cores, load generator in its own process): p99 207-220
+ms and 67-70% of a core in the replica with the separate thread, 16-81 ms and 51-59% without.
+
+The variables must be set before `ray.serve` is imported and before the
 local Ray cluster starts, so `prepare_environment` runs first in every entry point that serves.
 """
 
@@ -19,10 +28,11 @@ PROXY_PORT_OFFSET = 2000  # Serve's own HTTP port, unused with direct ingress bu
 
 
 def serve_environment(config: ServeConfig) -> dict[str, str]:
+    threads = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1" if config.user_code_thread else "0"}
     if config.ingress != "direct":
-        return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+        return threads | {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
     http, grpc = config.port, config.port + GRPC_PORT_OFFSET
-    return {
+    return threads | {
         "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http),
         "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http + config.ingress_replicas),
@@ -37,11 +47,14 @@ def prepare_environment(config: ServeConfig) -> None:
     constants = sys.modules.get("ray.serve._private.constants")
     if constants is not None:
         direct = config.ingress == "direct"
-        if constants.RAY_SERVE_ENABLE_DIRECT_INGRESS != direct or (
-            direct and constants.RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT != config.port
+        if (
+            constants.RAY_SERVE_ENABLE_DIRECT_INGRESS != direct
+            or constants.RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD != config.user_code_thread
+            or (direct and constants.RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT != config.port)
         ):
             raise RuntimeError(
-                f"Ray Serve was imported before its settings for ingress={config.ingress} port={config.port}; call "
+                f"Ray Serve was imported before its settings for ingress={config.ingress} port={config.port} "
+                f"user_code_thread={config.user_code_thread}; call "
                 "prepare_environment(config) first"
             )
     os.environ.update(serve_environment(config))
