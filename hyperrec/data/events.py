@@ -7,7 +7,7 @@ withdraws one purpose of the shopper's data (personalization, analytics, email);
 stock_change) concern an item. Every event carries `schema_version`: 2 is the current contract,
 1 (no `identify`, a user id on every user event) is still accepted; left out, it is 2. Inside hyperrec, events travel as a columnar table
 (`EVENT_COLUMNS`) so that millions of them stay cheap; `events_to_frame` and `frame_to_records`
-convert between the two.
+convert between the two (`events_to_table`: the same table in Arrow, `EVENT_SCHEMA`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, TypeAdapter, ValidationError
 from pydantic_core import CoreSchema, core_schema
 
@@ -189,6 +190,15 @@ EVENT_COLUMNS = (
 CONTEXT_KEYS = tuple(Context.model_fields)
 
 
+def _arrow_type(column: str) -> pa.DataType:
+    if column in STRING_COLUMNS:
+        return pa.large_string()
+    return {"timestamp": pa.timestamp("us", tz="UTC"), "price": pa.float64(), "granted": pa.bool_()}.get(column, pa.int64())
+
+
+EVENT_SCHEMA = pa.schema([(column, _arrow_type(column)) for column in EVENT_COLUMNS])  # the table's columns in Arrow (the event log's)
+
+
 @dataclass(frozen=True)
 class Rejection:
     index: int
@@ -260,7 +270,7 @@ def normalize_events(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def events_to_frame(events: Iterable[BaseModel]) -> pd.DataFrame:
+def _rows(events: Iterable[BaseModel]) -> list[dict[str, Any]]:
     rows = []
     for event in events:
         row = event.model_dump(exclude={"context"})
@@ -268,7 +278,17 @@ def events_to_frame(events: Iterable[BaseModel]) -> pd.DataFrame:
         if context is not None:
             row.update(context.model_dump())
         rows.append(row)
-    return normalize_events(pd.DataFrame(rows, columns=list(EVENT_COLUMNS)))
+    return rows
+
+
+def events_to_frame(events: Iterable[BaseModel]) -> pd.DataFrame:
+    return normalize_events(pd.DataFrame(_rows(events), columns=list(EVENT_COLUMNS)))
+
+
+def events_to_table(events: Iterable[BaseModel]) -> pa.Table:
+    """The same table in Arrow, built without pandas: what the endpoint logs (a pandas table of one event costs
+    ~15 ms of CPU to build and convert, its Arrow table ~0.1 ms)."""
+    return pa.Table.from_pylist(_rows(events), schema=EVENT_SCHEMA)
 
 
 def frame_to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from hyperrec.data.catalog import normalize_catalog
-from hyperrec.data.events import EVENT_COLUMNS, EVENT_TYPES, empty_events, normalize_events
+from hyperrec.data.events import EVENT_COLUMNS, EVENT_SCHEMA, EVENT_TYPES, empty_events, normalize_events
 
 _PARTITIONING = ds.partitioning(pa.schema([("event_date", pa.string()), ("event_type", pa.string())]), flavor="hive")
 
@@ -31,9 +31,8 @@ _PARTITIONING = ds.partitioning(pa.schema([("event_date", pa.string()), ("event_
 def _dataset_schema() -> pa.Schema:
     """Every column the contract has now, so that parts written before a column existed read as missing values there
     (left to itself, the dataset takes its columns from one part, and an older first part hides the newer columns)."""
-    frame = empty_events().drop(columns="event_type").assign(_batch=pd.Series([], dtype="int64"), _row=pd.Series([], dtype="int64"))
-    columns = pa.Schema.from_pandas(frame, preserve_index=False).remove_metadata()
-    return pa.schema([*columns, *_PARTITIONING.schema])
+    columns = [f for f in EVENT_SCHEMA if f.name != "event_type"]
+    return pa.schema([*columns, ("_batch", pa.int64()), ("_row", pa.int64()), *_PARTITIONING.schema])
 
 
 class OfflineStore:
@@ -56,19 +55,22 @@ class OfflineStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.ingest_log.write_text(json.dumps(log, indent=2))
 
-    def append(self, events: pd.DataFrame, durable: bool = False) -> int:
-        """Write a batch of events; returns how many were written. `durable`: the new files and their folders
-        are on disk (fsync) when it returns, as an endpoint needs before it acknowledges them."""
-        if events.empty:
+    def append(self, events: pd.DataFrame | pa.Table, durable: bool = False) -> int:
+        """Write a batch of events (an event table, or one in Arrow with EVENT_SCHEMA); returns how many were written.
+        `durable`: the new files and their folders are on disk (fsync) when it returns, as an endpoint needs before it
+        acknowledges them."""
+        if isinstance(events, pd.DataFrame):
+            events = pa.Table.from_pandas(normalize_events(events), schema=EVENT_SCHEMA, preserve_index=False)
+        if not events.num_rows:
             return 0
-        frame = normalize_events(events)
         batch = time.time_ns()
-        frame["_batch"] = batch
-        frame["_row"] = range(len(frame))
-        frame["event_date"] = frame["timestamp"].dt.strftime("%Y-%m-%d")
+        table = events.select(list(EVENT_COLUMNS)).cast(EVENT_SCHEMA)
+        table = table.append_column("_batch", pa.array([batch] * table.num_rows, pa.int64()))
+        table = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+        table = table.append_column("event_date", pc.strftime(table.column("timestamp"), format="%Y-%m-%d"))
         written: list = []
         ds.write_dataset(
-            pa.Table.from_pandas(frame, preserve_index=False),
+            table,
             self.events_dir,
             format="parquet",
             partitioning=_PARTITIONING,
@@ -80,7 +82,7 @@ class OfflineStore:
             _fsync(Path(file.path))
         for folder in {folder for file in written for folder in Path(file.path).parents[:3]}:  # type, day and events folders
             _fsync(folder)
-        return len(frame)
+        return table.num_rows
 
     def read(self, event_types: list[str] | None = None) -> pd.DataFrame:
         """All events (or those of the given types) in the order they were appended."""

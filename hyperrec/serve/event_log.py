@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import threading
 
-import pandas as pd
+import pyarrow as pa
 
 from hyperrec.data.offline_store import OfflineStore
 
 
 class _Waiting:
-    def __init__(self, frame: pd.DataFrame):
-        self.frame = frame
+    def __init__(self, table: pa.Table):
+        self.table = table
         self.done = threading.Event()
         self.error: Exception | None = None
 
@@ -31,9 +31,9 @@ class GroupCommitLog:
         self._pending: list[_Waiting] = []
         self._writing = False
 
-    def append(self, frame: pd.DataFrame) -> None:
-        """Return once `frame`'s events are on disk (raise what the write raised)."""
-        mine = _Waiting(frame)
+    def append(self, table: pa.Table) -> None:
+        """Return once `table`'s events (EVENT_SCHEMA) are on disk (raise what the write raised)."""
+        mine = _Waiting(table)
         with self._lock:
             self._pending.append(mine)
             writer = not self._writing
@@ -53,7 +53,7 @@ class GroupCommitLog:
                     return
             error = None
             try:
-                self.store.append(pd.concat([w.frame for w in batch], ignore_index=True), durable=True)
+                self.store.append(pa.concat_tables([w.table for w in batch]), durable=True)
             except Exception as exc:  # every caller of this write hears of it
                 error = exc
             for waiting in batch:

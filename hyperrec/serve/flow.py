@@ -23,7 +23,7 @@ import numpy as np
 
 from hyperrec.bundle.retrieval import Candidates, context_arrays
 from hyperrec.bundle.user_state import UserState
-from hyperrec.data.events import events_to_frame, frame_to_records, validate_events
+from hyperrec.data.events import events_to_table, frame_to_records, validate_events
 from hyperrec.data.offline_store import OfflineStore
 from hyperrec.models.item_index import single_threaded
 from hyperrec.registry import Registry
@@ -406,7 +406,7 @@ class RecommendFlow:
         """
         report = validate_events(records)
         if report.accepted and self.log_writer is not None:
-            self.log_writer.append(events_to_frame(report.accepted))  # on disk before anything else sees them
+            self.log_writer.append(events_to_table(report.accepted))  # on disk before anything else sees them
         arrived = time.time()
         unknown = self._apply(report.accepted)
         if self.monitor is not None and report.accepted:

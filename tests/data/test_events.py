@@ -1,7 +1,16 @@
 import pandas as pd
+import pyarrow as pa
 
 from hyperrec.data.event_columns import validate_frame
-from hyperrec.data.events import EVENT_COLUMNS, SCHEMA_VERSION, events_to_frame, frame_to_records, validate_events
+from hyperrec.data.events import (
+    EVENT_COLUMNS,
+    EVENT_SCHEMA,
+    SCHEMA_VERSION,
+    events_to_frame,
+    events_to_table,
+    frame_to_records,
+    validate_events,
+)
 
 T = "2024-03-01T12:00:00Z"
 GOOD = [
@@ -109,3 +118,11 @@ def test_frame_round_trip_keeps_every_field():
     again = validate_events(frame_to_records(frame))
     assert again.rejected == [] and again.accepted == accepted
     pd.testing.assert_frame_equal(events_to_frame(again.accepted), frame)
+
+
+def test_the_arrow_table_is_the_frame_in_arrow():
+    """The endpoint logs `events_to_table` (no pandas); it must hold what `events_to_frame` holds, value for value."""
+    accepted = validate_events(GOOD).accepted
+    table = events_to_table(accepted)
+    assert table.schema == EVENT_SCHEMA
+    assert table.equals(pa.Table.from_pandas(events_to_frame(accepted), schema=EVENT_SCHEMA, preserve_index=False))

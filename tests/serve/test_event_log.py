@@ -5,14 +5,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from hyperrec.data.events import events_to_frame, validate_events
+from hyperrec.data.events import events_to_table, validate_events
 from hyperrec.data.offline_store import OfflineStore
 from hyperrec.serve.event_log import GroupCommitLog
 
 
 def views(n: int, tag: str):
     records = [{"event_type": "view", "session_id": f"{tag}-{i}", "item_id": "i", "timestamp": "2026-03-01T12:00:00Z"} for i in range(n)]
-    return events_to_frame(validate_events(records).accepted)
+    return events_to_table(validate_events(records).accepted)
 
 
 def test_concurrent_batches_are_all_written_and_share_writes(tmp_path):
