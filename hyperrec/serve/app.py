@@ -6,6 +6,8 @@
     POST /admin/model {version}                         -> hot swap (all replicas load, then switch)
     POST /admin/faults {stage, mode, delay_ms}          -> only with `fault_injection: true`
     POST /admin/erase {user_id}                         -> the shopper's online state and logged events deleted
+    POST /admin/canary {version, share?}                -> a version answers a share of the shoppers until the monitors decide
+    POST /admin/canary/stop                             -> the canary ends (its shoppers back on the current version)
 
 Admin calls need `Authorization: Bearer <token>` (the token from the environment variable
 `admin.token_env`); stock and price events the catalog or the admin token (see AdminConfig).
@@ -46,6 +48,8 @@ from hyperrec.serve.flow import LocalStages, RecommendFlow
 from hyperrec.serve.metrics import ServeMetrics
 from hyperrec.serve.online_store import MemoryStore, OnlineStore
 from hyperrec.serve.schemas import (
+    CanaryRequest,
+    CanaryResponse,
     EraseRequest,
     EraseResponse,
     ErrorBody,
@@ -337,6 +341,8 @@ class Ingress:
             last_good=self.flow.last_good,
             warning=self.flow.fallback_error,
             rolled_back=rolled_back,
+            canary=self.flow.canary.describe() if self.flow.canary is not None else None,
+            canary_outcome=self.flow.canary_outcome.describe() if self.flow.canary_outcome is not None else None,
         )
 
     @api.get("/metrics", response_class=PlainTextResponse, responses={200: {"description": "Prometheus text format 0.0.4"}})
@@ -355,6 +361,31 @@ class Ingress:
         except (RegistryError, ValueError) as exc:
             raise HTTPException(409, detail=f"body.version: {exc}") from None
         return SwapResponse(model_version=version, last_good=self.flow.last_good)
+
+    @api.post(
+        "/admin/canary",
+        response_model=CanaryResponse,
+        dependencies=[Depends(require_admin)],
+        responses=BAD_BODY | ADMIN | _error(409, "no such version, the current one, or one with another catalogue"),
+    )
+    async def start_canary(self, request: CanaryRequest) -> CanaryResponse:
+        try:
+            canary = await self.flow.start_canary(request.version, request.share)
+        except (RegistryError, ValueError) as exc:
+            raise HTTPException(409, detail=f"body.version: {exc}") from None
+        return CanaryResponse(version=canary.version, share=canary.share, started=canary.started)
+
+    @api.post(
+        "/admin/canary/stop",
+        response_model=CanaryResponse,
+        dependencies=[Depends(require_admin)],
+        responses=ADMIN | _error(409, "no canary is being served"),
+    )
+    async def stop_canary(self) -> CanaryResponse:
+        canary = await self.flow.stop_canary()
+        if canary is None:
+            raise HTTPException(409, detail="no canary is being served")
+        return CanaryResponse(version=canary.version, share=canary.share, started=canary.started)
 
     @api.post(
         "/admin/faults",

@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from hyperrec.bundle.retrieval import RetrievalConfig
 from hyperrec.bundle.store import ModelRuntime
 from hyperrec.config import StrictModel, apply_overrides, read_yaml, validate
+from hyperrec.serve.canary import CanaryConfig
 from hyperrec.serve.monitors import MonitorConfig
 from hyperrec.serve.privacy import PrivacyConfig
 
@@ -126,6 +127,7 @@ class ServeConfig(StrictModel):
     admin: AdminConfig = AdminConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     monitors: MonitorConfig = MonitorConfig()
+    canary: CanaryConfig = CanaryConfig()
     audit: AuditConfig = AuditConfig()
     fault_injection: bool = Field(False, description="enable /admin/faults (make a stage fail or stall: for tests and drills); off = 404")
 

@@ -29,11 +29,12 @@ from hyperrec.models.item_index import single_threaded
 from hyperrec.registry import Registry
 from hyperrec.serve.audit import Decision, candidate_pool
 from hyperrec.serve.audit_writer import AuditWriter
+from hyperrec.serve.canary import Canary, CanaryOutcome
 from hyperrec.serve.candidate_cache import CandidateCache
 from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.event_log import GroupCommitLog
 from hyperrec.serve.metrics import ServeMetrics
-from hyperrec.serve.monitors import Monitor
+from hyperrec.serve.monitors import Monitor, Verdict
 from hyperrec.serve.online_store import Action, OnlineStore, Subject
 from hyperrec.serve.policy import Pick, Policy, popular_picks
 from hyperrec.serve.privacy import NO_CONSENT, ConsentSnapshot, Pseudonyms
@@ -150,6 +151,8 @@ class RecommendFlow:
         )
         self.monitor = Monitor(config.monitors, self.metrics) if config.monitors.enabled else None
         self.rolled_back: RolledBack | None = None  # set by a rollback, cleared by the next swap an admin asks for
+        self.canary: Canary | None = None
+        self.canary_outcome: CanaryOutcome | None = None  # how the last canary ended, cleared by the next swap or canary
         self._checks: set[asyncio.Task] = set()  # at most one monitor check at a time (referenced until it ends)
         self._no_fallback: set[str] = set()  # versions that broke a bound with nothing to roll back to
 
@@ -181,9 +184,37 @@ class RecommendFlow:
         gc.freeze()
 
     async def swap(self, spec: str) -> str:
-        """Load a version into every stage, then switch to it; requests in flight finish on the old one."""
-        self.rolled_back = None  # an admin acted
+        """Load a version into every stage, then switch to it; requests in flight finish on the old one. A canary ends."""
+        self.rolled_back, self.canary, self.canary_outcome = None, None, None  # an admin acted
         return await self._switch(spec)
+
+    async def start_canary(self, spec: str, share: float | None = None) -> Canary:
+        """Load a version beside the current one and let it answer `share` of the shoppers (see serve/canary.py)."""
+        async with self._swap_lock:
+            version = self.registry.resolve(spec)
+            if version == self.current:
+                raise ValueError(f"{version} is the current version already")
+            items = await self._load_items(version)
+            await self.stages.load(version)
+            self.items[version] = items
+            self.canary = Canary(version, share if share is not None else self.config.canary.share)
+            self.canary_outcome = None
+            self._forget_unused()
+        logger.warning("canary: %s", self.canary.describe())
+        return self.canary
+
+    async def stop_canary(self) -> Canary | None:
+        """An admin ends the canary (its shoppers go back to the current version); returns it."""
+        async with self._swap_lock:
+            canary, self.canary = self.canary, None
+            self._forget_unused()
+            return canary
+
+    async def _load_items(self, version: str) -> VersionItems:
+        items = await asyncio.to_thread(VersionItems, self.registry, version, self.config)
+        if self.current is not None and not np.array_equal(items.table.item_ids, self.items[self.current].table.item_ids):
+            raise ValueError(f"{version} has another catalogue than {self.current}: the online store's item indices would not match")
+        return items
 
     async def _switch(self, spec: str) -> str:
         async with self._swap_lock:
@@ -195,18 +226,19 @@ class RecommendFlow:
                     "the triton backend serves one version's repository: start Triton on the new version's triton/ "
                     "folder and restart `hyperrec serve --version ...`"
                 )
-            items = await asyncio.to_thread(VersionItems, self.registry, version, self.config)
-            if self.current is not None and not np.array_equal(items.table.item_ids, self.items[self.current].table.item_ids):
-                raise ValueError(f"{version} has another catalogue than {self.current}: the online store's item indices would not match")
+            items = self.items[version] if self.canary is not None and version == self.canary.version else await self._load_items(version)
             await self.stages.load(version)
             self.items[version] = items
             self.last_good, self.current = self.current or self.last_good, version
+            if self.canary is not None and self.canary.version == version:
+                self.canary = None  # promoted
             self.cache.clear()
             self._forget_unused()
             return version
 
     def _forget_unused(self) -> None:
-        for old in [v for v in self.items if v not in (self.current, self.last_good)]:
+        canary = self.canary.version if self.canary is not None else None
+        for old in [v for v in self.items if v not in (self.current, self.last_good, canary)]:
             del self.items[old]
             if self.monitor is not None:
                 self.monitor.forget(old)
@@ -222,6 +254,8 @@ class RecommendFlow:
                 return
         await self._switch(target)
         self.last_good = target  # the broken version is no fallback
+        if self.canary is not None:  # judged against a version that is gone
+            self._end_canary("rolled back", [f"the current version {version} was rolled back"])
         self._forget_unused()
         self.rolled_back = RolledBack(version, target, reasons, time.time())
         self.metrics.rollbacks.labels(version).inc()
@@ -239,19 +273,46 @@ class RecommendFlow:
         items = self.items.get(version)
         if self.monitor is None or items is None:
             return
+        canary = self.canary if self.canary is not None and self.canary.version == version else None
+        baseline = self.current if canary is not None else self.last_good
         try:
-            verdict = await asyncio.to_thread(self.monitor.check, version, items.drift)
-            if verdict.broken and self.config.monitors.rollback and self.rolled_back is None:
+            verdict = await asyncio.to_thread(self.monitor.check, version, items.drift, baseline, time.time())
+            if canary is not None and canary is self.canary:
+                await self._judge_canary(canary, verdict)
+            elif verdict.broken and version == self.current and self.config.monitors.rollback and self.rolled_back is None:
                 await self.roll_back(version, verdict.broken)
         except Exception:  # a monitor must never take the endpoint down
             logger.exception("monitors: the check of %s failed", version)
+
+    async def _judge_canary(self, canary: Canary, verdict: Verdict) -> None:
+        """A broken bound ends the canary; enough answers with none broken promote it (when `canary.promote`)."""
+        if verdict.broken:
+            self._end_canary("rolled back", verdict.broken)
+            return
+        quality = verdict.quality
+        if not self.config.canary.promote or quality is None or quality.exposures < self.config.canary.min_exposures:
+            return
+        base = self.monitor.quality.of(self.current, time.time()) if self.monitor is not None and self.current else None
+        reasons = [f"{quality.exposures:,} answers with no bound broken (CTR {quality.ctr:.4f}"]
+        reasons[0] += f", {self.current}'s {base.ctr:.4f})" if base is not None else ")"
+        await self._switch(canary.version)
+        self._end_canary("promoted", reasons, canary)
+
+    def _end_canary(self, outcome: str, reasons: list[str], canary: Canary | None = None) -> None:
+        canary = canary or self.canary
+        assert canary is not None
+        self.canary = None
+        self.canary_outcome = CanaryOutcome(canary.version, outcome, reasons)  # type: ignore[arg-type]
+        self.metrics.canary_outcomes.labels(canary.version, outcome).inc()
+        self._forget_unused()
+        (logger.warning if outcome == "promoted" else logger.error)("monitors: %s", self.canary_outcome.describe())
 
     # -- recommend ---------------------------------------------------------------------------
 
     async def recommend(self, request: RecommendRequest) -> RecommendResponse:
         started = time.perf_counter()
-        version = self.current
-        assert version is not None, "start() first"
+        shoppers = [":".join(s) for s in _subjects(request)]
+        version = self._version_for(shoppers[0])
         items = self.items[version]
         excluded = np.array([items.index[i] for i in request.exclude if i in items.index], np.int64)
         degraded: list[str] = []
@@ -283,7 +344,8 @@ class RecommendFlow:
                 if not hit:
                     timer.ms.update(candidates.stage_ms)
                 candidates = _drop(candidates, blocked)
-                for attempt in dict.fromkeys([version, self.last_good]):
+                fallback = self.current if version != self.current else self.last_good  # a canary falls back to the current
+                for attempt in dict.fromkeys([version, fallback]):
                     if attempt is None:
                         continue
                     try:
@@ -328,11 +390,20 @@ class RecommendFlow:
             latency_ms=round(1000 * (time.perf_counter() - started), 3),
             stage_ms={name: round(ms, 4) for name, ms in timer.ms.items()},
         )
+        now = time.time()
         if self.audit is not None:
             pool = candidate_pool(candidates) if candidates is not None else None
-            self.audit.put(Decision(request, response, pool, consent, time.time()))
+            self.audit.put(Decision(request, response, pool, consent, now))
+        if self.monitor is not None and served_by != "popularity" and consent.analytics:
+            self.monitor.quality.expose(shoppers, served_version, [p.item for p in picks], now)
         self._after_answer(version, fell_back)
         return response
+
+    def _version_for(self, shopper: str) -> str:
+        """The canary's version for the shoppers it takes, else the current one."""
+        assert self.current is not None, "start() first"
+        canary = self.canary
+        return canary.version if canary is not None and canary.takes(shopper) else self.current
 
     def _state(self, request: RecommendRequest) -> tuple[UserState | None, Subject, ConsentSnapshot]:
         """The shopper's state and whose it is: the user's (with the session's added when the request names both and
@@ -408,7 +479,7 @@ class RecommendFlow:
         if report.accepted and self.log_writer is not None:
             self.log_writer.append(events_to_table(report.accepted))  # on disk before anything else sees them
         arrived = time.time()
-        unknown = self._apply(report.accepted)
+        unknown = self._apply(report.accepted, arrived)
         if self.monitor is not None and report.accepted:
             self.monitor.observe_events(np.array([arrived - e.timestamp.timestamp() for e in report.accepted]), unknown)
         rejected = [{"index": r.index, "reason": r.reason} for r in report.rejected]
@@ -422,8 +493,9 @@ class RecommendFlow:
             self._apply(validate_events(frame_to_records(events.iloc[start : start + REPLAY_CHUNK])).accepted)
         return len(events)
 
-    def _apply(self, accepted: list[Any]) -> int:
-        """Accepted events into the online store and the candidate cache; returns how many name an unknown item."""
+    def _apply(self, accepted: list[Any], arrived: float = float("-inf")) -> int:
+        """Accepted events into the online store and the candidate cache (and, arrived at `arrived`, the online-quality
+        labels: a replayed event labels nothing); returns how many name an unknown item."""
         index = self.items[self.current].index if self.current else {}
         unknown = 0
         actions: list[Action] = []
@@ -446,6 +518,8 @@ class RecommendFlow:
             else:  # every user event, identify and consent: the shoppers' online state
                 action = Action.of(event, item)
                 actions.append(action)
+                if self.monitor is not None and item >= 0:  # a delayed label of an answer that showed the item
+                    self.monitor.quality.label([":".join(s) for s in action.subjects()], kind, item, arrived)
                 if kind == "consent" and event.purpose == "personalization" and not event.granted:
                     for subject in action.subjects():
                         self.cache.drop(":".join(subject))

@@ -33,6 +33,27 @@ class ServeMetrics:
         self.degraded_share = Gauge(
             "hyperrec_degraded_share", "Share of the version's last answers not served by its ranker", ["version"], registry=self.registry
         )
+        self.online_exposures = Gauge(
+            "hyperrec_online_exposures",
+            "Answers of the version in its online-quality window (old enough to count)",
+            ["version"],
+            registry=self.registry,
+        )
+        self.online_ctr = Gauge(
+            "hyperrec_online_ctr",
+            "Share of the version's recent answers with a click or add-to-cart on a shown item",
+            ["version"],
+            registry=self.registry,
+        )
+        self.online_conversion = Gauge(
+            "hyperrec_online_conversion",
+            "Share of the version's recent answers with a purchase of a shown item",
+            ["version"],
+            registry=self.registry,
+        )
+        self.canary_outcomes = Counter(
+            "hyperrec_canary_outcomes", "Canaries ended by the monitors", ["version", "outcome"], registry=self.registry
+        )
         self.rollbacks = Counter(
             "hyperrec_rollbacks", "Automatic rollbacks to the last-good version", ["from_version"], registry=self.registry
         )

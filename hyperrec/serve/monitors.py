@@ -5,16 +5,20 @@ What is watched, per served version:
   and its score) against the reference stored in the bundle at export (`hyperrec/bundle/drift.py`:
   PSI, KS, Wasserstein per column);
 - the share of degraded answers (not served by the current version's ranker) among the last answers;
+- online quality from delayed labels (`hyperrec/serve/online_quality.py`): CTR and conversion of the
+  version's recent answers, against a baseline version's (the last-good one; for a canary, the current one);
 - the events: how late they arrive (event time to arrival: the online state's freshness) and the
   share about items the served version does not know.
 
 A check runs every `check_every` answers, off the request path (a thread), and sets the gauges on
 /metrics. A bound is judged only over enough evidence (`min_rows` candidate rows, `min_answers`
-answers). `Monitor.check` returns the broken bounds; the flow rolls back on them (RecommendFlow).
+answers, `min_exposures` exposures of both versions). `Monitor.check` returns the broken bounds; the flow
+rolls back on them, or ends a canary (RecommendFlow).
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -24,6 +28,7 @@ from pydantic import Field
 from hyperrec.bundle.drift import DriftReference, DriftReport
 from hyperrec.config import StrictModel
 from hyperrec.serve.metrics import ServeMetrics
+from hyperrec.serve.online_quality import OnlineQuality, QualityConfig, VersionQuality
 
 
 class MonitorConfig(StrictModel):
@@ -36,6 +41,9 @@ class MonitorConfig(StrictModel):
     degraded_window: int = Field(200, ge=10, description="answers over which the degraded share is taken")
     min_answers: int = Field(100, ge=1, description="the degraded share is judged over at least this many answers")
     degraded_share_bound: float = Field(0.2, gt=0, le=1, description="a larger share of degraded answers is a broken bound")
+    quality: QualityConfig = QualityConfig()
+    min_exposures: int = Field(1_000, ge=1, description="CTR is compared over at least this many exposures of both versions")
+    ctr_ratio_bound: float = Field(0.8, gt=0, le=1, description="CTR below this share of the baseline version's is a broken bound")
     rollback: bool = Field(True, description="on a broken bound, swap to the last-good version and stay there until an admin swaps")
 
 
@@ -66,6 +74,7 @@ class Verdict:
     version: str
     drift: DriftReport | None
     degraded_share: float | None
+    quality: VersionQuality | None
     broken: list[str]  # the bounds broken, each as a sentence (empty: all well)
 
 
@@ -76,6 +85,7 @@ class Monitor:
         self.config, self.metrics = config, metrics
         self.windows: dict[str, RowWindow] = {}
         self.answers: dict[str, deque[bool]] = {}
+        self.quality = OnlineQuality(config.quality)
         self.since_check = 0
 
     def observe_ranking(self, version: str, features: np.ndarray, scores: np.ndarray) -> None:
@@ -107,10 +117,13 @@ class Monitor:
         """A version no longer served: its evidence goes (a version served again starts afresh)."""
         self.windows.pop(version, None)
         self.answers.pop(version, None)
+        self.quality.forget(version)
 
-    def check(self, version: str, reference: DriftReference | None) -> Verdict:
-        """Judge `version` on what it served lately; sets the gauges. Safe to run in a thread."""
+    def check(self, version: str, reference: DriftReference | None, baseline: str | None = None, now: float | None = None) -> Verdict:
+        """Judge `version` on what it served lately, its CTR against `baseline`'s (at `now`, default: the clock's); sets
+        the gauges. Safe to run in a thread."""
         config, broken = self.config, []
+        now = time.time() if now is None else now
         drift = None
         window = self.windows.get(version)
         if reference is not None and window is not None and window.filled >= config.min_rows:
@@ -127,4 +140,17 @@ class Monitor:
             self.metrics.degraded_share.labels(version).set(share)
             if share > config.degraded_share_bound:
                 broken.append(f"degraded answers {share:.0%} > {config.degraded_share_bound:.0%} of the last {len(answers)}")
-        return Verdict(version, drift, share, broken)
+        quality = self.quality.of(version, now)
+        self.metrics.online_exposures.labels(version).set(quality.exposures)
+        if quality.exposures:
+            self.metrics.online_ctr.labels(version).set(quality.ctr)
+            self.metrics.online_conversion.labels(version).set(quality.conversion)
+        if baseline is not None and baseline != version:
+            base = self.quality.of(baseline, now)
+            enough = min(quality.exposures, base.exposures) >= config.min_exposures
+            if enough and base.ctr > 0 and quality.ctr < config.ctr_ratio_bound * base.ctr:
+                broken.append(
+                    f"CTR {quality.ctr:.4f} is {quality.ctr / base.ctr:.2f} of {baseline}'s {base.ctr:.4f} "
+                    f"(bound {config.ctr_ratio_bound}) over {quality.exposures:,} and {base.exposures:,} exposures"
+                )
+        return Verdict(version, drift, share, quality, broken)

@@ -79,6 +79,19 @@ class SwapRequest(BaseModel):
     version: str = Field(pattern=VERSION_SPEC, description="registry version: current, last-good, latest or vNNNN")
 
 
+class CanaryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(pattern=VERSION_SPEC, description="registry version to release to a share of the shoppers: latest or vNNNN")
+    share: float | None = Field(None, gt=0, lt=1, description="share of the shoppers it answers; null = the server's canary.share")
+
+
+class CanaryResponse(BaseModel):
+    version: str
+    share: float
+    started: float = Field(description="Unix time")
+
+
 class FaultRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -125,6 +138,8 @@ class Readiness(BaseModel):
     rolled_back: str | None = Field(
         None, description="the broken monitor bounds for which the server left a version by itself (it stays until an admin swaps)"
     )
+    canary: str | None = Field(None, description="the canary being served, and to which share of the shoppers")
+    canary_outcome: str | None = Field(None, description="how the last canary ended (promoted or rolled back, and why)")
 
 
 class Problem(BaseModel):

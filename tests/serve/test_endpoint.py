@@ -224,3 +224,22 @@ def test_stock_and_price_events_need_a_token_and_are_not_taken_without_one(endpo
     assert shown[0] not in [i["item_id"] for i in endpoint.post("/recommend", json={"user_id": user, "k": 20}).json()["items"]]
     back = {"event_type": "stock_change", "item_id": shown[0], "stock": 10, "timestamp": NOW}
     assert endpoint.post("/events", json=[back], headers=CATALOG).status_code == 200
+
+
+def test_a_canary_answers_its_share_of_the_shoppers_sticky_until_an_admin_ends_it(endpoint, exported, second):
+    canary = {"version": second.version, "share": 0.5}
+    assert endpoint.post("/admin/canary", json=canary).status_code == 401
+    assert endpoint.post("/admin/canary", json={"version": exported.version}, headers=ADMIN).status_code == 409  # the current one
+    started = endpoint.post("/admin/canary", json=canary, headers=ADMIN)
+    assert started.status_code == 200 and started.json()["version"] == second.version
+    assert endpoint.get("/readyz").json()["canary"].startswith(f"{second.version} answers 50%")
+    users = [some_user(exported, i) for i in range(40)]
+    served = {u: endpoint.post("/recommend", json={"user_id": u, "k": 5}).json()["model_version"] for u in users}
+    assert set(served.values()) == {exported.version, second.version}  # both versions answer (40 shoppers, half each)
+    again = {u: endpoint.post("/recommend", json={"user_id": u, "k": 5}).json()["model_version"] for u in users}
+    assert again == served  # sticky
+    assert endpoint.post("/admin/canary/stop", headers=ADMIN).json()["version"] == second.version
+    assert endpoint.post("/admin/canary/stop", headers=ADMIN).status_code == 409
+    ready = endpoint.get("/readyz").json()
+    assert ready["canary"] is None and ready["model_version"] == exported.version
+    assert {endpoint.post("/recommend", json={"user_id": u, "k": 5}).json()["model_version"] for u in users} == {exported.version}
