@@ -200,6 +200,15 @@ def cmd_audit(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_monitor(args: argparse.Namespace) -> None:
+    from hyperrec.bench.monitor_report import run_monitor
+    from hyperrec.serve.config import load_serve_config
+
+    config = load_serve_config(args.config, args.overrides)
+    url = args.url or f"http://{config.host}:{config.port}"
+    run_monitor(url, args.out, _console(), score_psi_bound=config.monitors.score_psi_bound)
+
+
 def cmd_erase(args: argparse.Namespace) -> None:
     from hyperrec.serve.config import load_serve_config
     from hyperrec.serve.erasure import erase_offline
@@ -346,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="the serve YAML the server ran with (audit path, privacy key variable)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="serve settings, e.g. event_log=data/store/served")
     p.set_defaults(func=cmd_audit)
+
+    p = commands.add_parser("monitor", help="a running endpoint's monitors: versions, online CTR, drift, event lag (tables, plots)")
+    p.add_argument("--url", help="the endpoint (default: the serve config's host and port)")
+    p.add_argument("--out", type=Path, default=Path("experiments/results/monitor"), help="where the tables and plots go")
+    p.add_argument("--config", type=Path, help="the serve YAML the server runs with (its port, its bounds)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="serve settings, e.g. port=8001")
+    p.set_defaults(func=cmd_monitor)
 
     p = commands.add_parser("erase", help="delete a shopper's data: events in the event log (and an offline store), Redis state")
     p.add_argument("--user", required=True, help="the shop's user id; their linked sessions go too")

@@ -42,6 +42,7 @@ from ray.serve.handle import DeploymentHandle
 
 from hyperrec.data.events import EVENT_TYPES, MODEL_BY_TYPE, Event
 from hyperrec.registry import Registry, RegistryError
+from hyperrec.serve.canary import Canary
 from hyperrec.serve.config import AdminConfig, ServeConfig
 from hyperrec.serve.erasure import erase_user
 from hyperrec.serve.flow import LocalStages, RecommendFlow
@@ -49,7 +50,7 @@ from hyperrec.serve.metrics import ServeMetrics
 from hyperrec.serve.online_store import MemoryStore, OnlineStore
 from hyperrec.serve.schemas import (
     CanaryRequest,
-    CanaryResponse,
+    CanaryStatus,
     EraseRequest,
     EraseResponse,
     ErrorBody,
@@ -178,6 +179,10 @@ def openapi_document(config: ServeConfig) -> dict[str, Any]:
     events |= {"maxItems": config.max_events, "description": f"a batch of contract events (at most {config.max_events})"}
     doc["paths"]["/events"]["post"]["requestBody"]["content"]["application/json"]["schema"] = events
     return doc
+
+
+def canary_status(canary: Canary) -> CanaryStatus:
+    return CanaryStatus(version=canary.version, share=canary.share, started=canary.started)
 
 
 def make_store(config: ServeConfig) -> OnlineStore:
@@ -341,7 +346,7 @@ class Ingress:
             last_good=self.flow.last_good,
             warning=self.flow.fallback_error,
             rolled_back=rolled_back,
-            canary=self.flow.canary.describe() if self.flow.canary is not None else None,
+            canary=canary_status(self.flow.canary) if self.flow.canary is not None else None,
             canary_outcome=self.flow.canary_outcome.describe() if self.flow.canary_outcome is not None else None,
         )
 
@@ -364,28 +369,28 @@ class Ingress:
 
     @api.post(
         "/admin/canary",
-        response_model=CanaryResponse,
+        response_model=CanaryStatus,
         dependencies=[Depends(require_admin)],
         responses=BAD_BODY | ADMIN | _error(409, "no such version, the current one, or one with another catalogue"),
     )
-    async def start_canary(self, request: CanaryRequest) -> CanaryResponse:
+    async def start_canary(self, request: CanaryRequest) -> CanaryStatus:
         try:
             canary = await self.flow.start_canary(request.version, request.share)
         except (RegistryError, ValueError) as exc:
             raise HTTPException(409, detail=f"body.version: {exc}") from None
-        return CanaryResponse(version=canary.version, share=canary.share, started=canary.started)
+        return canary_status(canary)
 
     @api.post(
         "/admin/canary/stop",
-        response_model=CanaryResponse,
+        response_model=CanaryStatus,
         dependencies=[Depends(require_admin)],
         responses=ADMIN | _error(409, "no canary is being served"),
     )
-    async def stop_canary(self) -> CanaryResponse:
+    async def stop_canary(self) -> CanaryStatus:
         canary = await self.flow.stop_canary()
         if canary is None:
             raise HTTPException(409, detail="no canary is being served")
-        return CanaryResponse(version=canary.version, share=canary.share, started=canary.started)
+        return canary_status(canary)
 
     @api.post(
         "/admin/faults",

@@ -17,7 +17,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -292,17 +292,17 @@ class RecommendFlow:
         quality = verdict.quality
         if not self.config.canary.promote or quality is None or quality.exposures < self.config.canary.min_exposures:
             return
-        base = self.monitor.quality.of(self.current, time.time()) if self.monitor is not None and self.current else None
-        reasons = [f"{quality.exposures:,} answers with no bound broken (CTR {quality.ctr:.4f}"]
-        reasons[0] += f", {self.current}'s {base.ctr:.4f})" if base is not None else ")"
+        assert self.monitor is not None and self.current is not None  # a check of the canary ran
+        base = self.monitor.quality.of(self.current, time.time())
+        reasons = [f"{quality.exposures:,} answers with no bound broken (CTR {quality.ctr:.4f}, {self.current}'s {base.ctr:.4f})"]
         await self._switch(canary.version)
         self._end_canary("promoted", reasons, canary)
 
-    def _end_canary(self, outcome: str, reasons: list[str], canary: Canary | None = None) -> None:
+    def _end_canary(self, outcome: Literal["promoted", "rolled back"], reasons: list[str], canary: Canary | None = None) -> None:
         canary = canary or self.canary
         assert canary is not None
         self.canary = None
-        self.canary_outcome = CanaryOutcome(canary.version, outcome, reasons)  # type: ignore[arg-type]
+        self.canary_outcome = CanaryOutcome(canary.version, outcome, reasons)
         self.metrics.canary_outcomes.labels(canary.version, outcome).inc()
         self._forget_unused()
         (logger.warning if outcome == "promoted" else logger.error)("monitors: %s", self.canary_outcome.describe())

@@ -86,9 +86,9 @@ class CanaryRequest(BaseModel):
     share: float | None = Field(None, gt=0, lt=1, description="share of the shoppers it answers; null = the server's canary.share")
 
 
-class CanaryResponse(BaseModel):
+class CanaryStatus(BaseModel):
     version: str
-    share: float
+    share: float = Field(description="share of the shoppers it answers")
     started: float = Field(description="Unix time")
 
 
@@ -138,7 +138,7 @@ class Readiness(BaseModel):
     rolled_back: str | None = Field(
         None, description="the broken monitor bounds for which the server left a version by itself (it stays until an admin swaps)"
     )
-    canary: str | None = Field(None, description="the canary being served, and to which share of the shoppers")
+    canary: CanaryStatus | None = Field(None, description="the canary being served, and to which share of the shoppers")
     canary_outcome: str | None = Field(None, description="how the last canary ended (promoted or rolled back, and why)")
 
 

@@ -5,6 +5,7 @@ the ingress), so the handle path, batching and fault broadcast are what these te
 test_endpoint_redis.py checks the default `single` topology with the Redis-backed online store.
 """
 
+import io
 import os
 import threading
 import time
@@ -12,8 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
+from rich.console import Console
 
+from hyperrec.bench.monitor_report import run_monitor
 from hyperrec.export.run import ExportConfig, export_run
 from hyperrec.serve.config import ServeConfig
 from tests.conftest import SERVE_PORT
@@ -33,6 +37,8 @@ def serve_config(exported, tmp_path, **settings) -> ServeConfig:
         "fault_injection": True,
         "budgets": {"ranking_ms": 300, "retrieval_ms": 300},
         "admin": {"token_env": ADMIN_ENV, "catalog_token_env": CATALOG_ENV},
+        # checks often and labels counted at once, for the monitor report; no rollback amid the fault tests
+        "monitors": {"check_every": 10, "min_rows": 100, "quality": {"mature_s": 0}, "rollback": False},
     }
     return ServeConfig.model_validate(base | settings)
 
@@ -232,7 +238,7 @@ def test_a_canary_answers_its_share_of_the_shoppers_sticky_until_an_admin_ends_i
     assert endpoint.post("/admin/canary", json={"version": exported.version}, headers=ADMIN).status_code == 409  # the current one
     started = endpoint.post("/admin/canary", json=canary, headers=ADMIN)
     assert started.status_code == 200 and started.json()["version"] == second.version
-    assert endpoint.get("/readyz").json()["canary"].startswith(f"{second.version} answers 50%")
+    assert endpoint.get("/readyz").json()["canary"] | {"started": 0} == {"version": second.version, "share": 0.5, "started": 0}
     users = [some_user(exported, i) for i in range(40)]
     served = {u: endpoint.post("/recommend", json={"user_id": u, "k": 5}).json()["model_version"] for u in users}
     assert set(served.values()) == {exported.version, second.version}  # both versions answer (40 shoppers, half each)
@@ -243,3 +249,28 @@ def test_a_canary_answers_its_share_of_the_shoppers_sticky_until_an_admin_ends_i
     ready = endpoint.get("/readyz").json()
     assert ready["canary"] is None and ready["model_version"] == exported.version
     assert {endpoint.post("/recommend", json={"user_id": u, "k": 5}).json()["model_version"] for u in users} == {exported.version}
+
+
+def online_ctr(metrics: str, version: str) -> float:
+    line = next((x for x in metrics.splitlines() if x.startswith(f'hyperrec_online_ctr{{version="{version}"}}')), None)
+    return float(line.split()[-1]) if line else 0.0
+
+
+def test_the_monitor_report_reads_the_live_monitors(endpoint, exported, tmp_path):
+    user = some_user(exported, 3)
+    answer = endpoint.post("/recommend", json={"user_id": user, "session_id": "monitor-s", "k": 5}).json()
+    assert answer["served_by"] == "ranker"
+    click = {"event_type": "click", "user_id": user, "session_id": "monitor-s", "item_id": answer["items"][0]["item_id"], "timestamp": NOW}
+    assert endpoint.post("/events", json=[click]).json()["accepted"] == 1
+    current = endpoint.get("/readyz").json()["model_version"]
+    deadline = time.time() + 30
+    while not online_ctr(endpoint.get("/metrics").text, current):  # a check after the click, off the request path
+        assert time.time() < deadline, "no monitor check reported the click"
+        endpoint.post("/recommend", json={"user_id": some_user(exported, 4), "k": 5})
+    files = run_monitor(str(endpoint.base_url).rstrip("/"), tmp_path, Console(file=io.StringIO()))
+    versions = pd.read_csv(tmp_path / "versions.csv", index_col="version")
+    assert versions.loc[current, "role"] == "current"
+    assert versions.loc[current, "exposures"] >= 1 and 0 < versions.loc[current, "CTR"] <= 1
+    drift = pd.read_csv(tmp_path / "drift.csv")
+    assert "score" in set(drift["column"]) and (drift["PSI"] >= 0).all()
+    assert {f.name for f in files} >= {"versions.csv", "online_quality.png", "drift_psi.png", "event_lag.png"}
