@@ -48,6 +48,7 @@ from hyperrec.serve.erasure import erase_user
 from hyperrec.serve.flow import LocalStages, RecommendFlow
 from hyperrec.serve.metrics import ServeMetrics
 from hyperrec.serve.online_store import MemoryStore, OnlineStore
+from hyperrec.serve.ray_env import reuse_listening_address
 from hyperrec.serve.schemas import (
     CanaryRequest,
     CanaryStatus,
@@ -266,6 +267,7 @@ class Ingress:
         self, config: dict[str, Any], tokens: Tokens, retrieval: DeploymentHandle | None = None, ranking: DeploymentHandle | None = None
     ):
         self.config = ServeConfig.model_validate(config)
+        reuse_listening_address()  # before Serve starts this replica's HTTP server
         self.tokens = tokens
         api.state.tokens, api.state.admin_env = tokens, self.config.admin.token_env  # read by require_admin
         document = openapi_document(self.config)

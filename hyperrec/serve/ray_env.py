@@ -19,6 +19,7 @@ local Ray cluster starts, so `prepare_environment` runs first in every entry poi
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
 from hyperrec.serve.config import ServeConfig
@@ -39,6 +40,10 @@ def serve_environment(config: ServeConfig) -> dict[str, str]:
         "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc),
         "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc + config.ingress_replicas),
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(config.ingress_drain_s),
+        # Serve holds a dead replica's port out of use for 150 s (for HAProxy's stale server lists, unused
+        # here): the replica Serve starts in its place could not take the endpoint's port back, and the
+        # endpoint stayed down (benchmarks/faults_under_load.py, "ingress replica killed").
+        "RAY_SERVE_PORT_QUARANTINE_S": "0",
     }
 
 
@@ -58,3 +63,32 @@ def prepare_environment(config: ServeConfig) -> None:
                 "prepare_environment(config) first"
             )
     os.environ.update(serve_environment(config))
+
+
+class _ReusableAddressSockets:
+    """The `socket` module as Ray Serve's HTTP server code sees it, except that a socket it makes has SO_REUSEADDR."""
+
+    def __getattr__(self, name: str):
+        return getattr(socket, name)
+
+    @staticmethod
+    def socket(*args, **kwargs) -> socket.socket:
+        made = socket.socket(*args, **kwargs)
+        made.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        return made
+
+
+def reuse_listening_address() -> None:
+    """Let a replica bind its port while the connections of the replica before it linger in TIME_WAIT.
+
+    Ray Serve 2.60's direct-ingress HTTP server binds without SO_REUSEADDR (uvicorn, left to itself, sets
+    it). A server that closed its side of a connection first (killed, stopped, or answering a
+    `Connection: close` client) leaves the port in TIME_WAIT for a minute, and a replica started
+    meanwhile on it (Serve replacing a dead replica, a restart) failed to bind: Serve gave up and
+    the endpoint stayed down (benchmarks/faults_under_load.py, tests/serve/test_restart.py). Run in
+    the replica process before its HTTP server starts (the ingress's __init__ runs first).
+    """
+    from ray.serve._private import http_util
+
+    if not isinstance(http_util.socket, _ReusableAddressSockets):
+        http_util.socket = _ReusableAddressSockets()  # type: ignore[assignment]
