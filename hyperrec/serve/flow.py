@@ -317,6 +317,7 @@ class RecommendFlow:
         excluded = np.array([items.index[i] for i in request.exclude if i in items.index], np.int64)
         degraded: list[str] = []
         fell_back = False  # a stage or the store failed (not a consent choice, nor a shopper with nothing to go on)
+        store_down = False  # its read failed: no impression write either (and no log line per request while it is down)
         timer = StageTimer(started)
         try:
             state, subject, consent = self._state(request)
@@ -324,7 +325,7 @@ class RecommendFlow:
             prices = self.store.prices()
         except Exception as exc:  # the store is down: answer without personal data, as if every consent were withdrawn
             degraded.append(f"online store: {type(exc).__name__}: {exc}"[:300])
-            fell_back = True
+            fell_back = store_down = True
             state, out_of_stock, prices, consent = None, np.empty(0, np.int64), {}, NO_CONSENT
             subject = _subjects(request)[0]
         if consent.known and not consent.personalization:  # a non-personal answer (popularity), saying why
@@ -374,7 +375,8 @@ class RecommendFlow:
             taken = np.array([p.item for p in picks], np.int64)
             picks += popular_picks(items.table, items.popular_in_stock, np.concatenate([blocked, taken]), request.k - len(picks))
         try:
-            self.store.add_shown(subject, [p.item for p in picks])
+            if not store_down:
+                self.store.add_shown(subject, [p.item for p in picks])
         except Exception as exc:  # a lost impression count must not fail the answer
             logger.warning("online store: impressions of %s %s not recorded: %s", *subject, exc)
         answer = [{"item_id": items.table.item_ids[p.item], "score": round(p.score, 6), "reason": p.reason} for p in picks]
