@@ -43,7 +43,7 @@ FEATURE_NAMES = (
 
 @dataclass
 class ItemTable:
-    """Per-item facts serving needs: ids, popularity and its trend, repeat rate, category, price, margin."""
+    """Per-item facts serving needs: ids, popularity and its trend, repeat rate, category, price, margin, title."""
 
     item_ids: np.ndarray  # str, row = item index
     popularity: np.ndarray  # baskets holding the item in the training history
@@ -53,6 +53,11 @@ class ItemTable:
     price: np.ndarray  # NaN = unknown
     margin: np.ndarray  # NaN = unknown
     in_stock: np.ndarray  # bool
+    title: np.ndarray | None = None  # str ("" = none); None: a version exported before titles were kept
+
+    def __post_init__(self) -> None:
+        if self.title is None:
+            self.title = np.full(len(self.item_ids), "", dtype=object)
 
     @classmethod
     def from_history(cls, history: Interactions, catalog: pd.DataFrame) -> ItemTable:
@@ -70,6 +75,7 @@ class ItemTable:
             price=catalog["price"].to_numpy(np.float64, na_value=np.nan),
             margin=catalog["margin"].to_numpy(np.float64, na_value=np.nan),
             in_stock=~(stock.notna() & (stock.fillna(0) <= 0)).to_numpy(bool),
+            title=catalog["title"].fillna("").astype(str).to_numpy(object),
         )
 
     def __len__(self) -> int:
@@ -94,6 +100,7 @@ class ItemTable:
                 "price": self.price,
                 "margin": self.margin,
                 "in_stock": self.in_stock,
+                "title": self.title,
             }
         ).to_parquet(path, index=False)
 
@@ -109,6 +116,7 @@ class ItemTable:
             price=f["price"].to_numpy(np.float64),
             margin=f["margin"].to_numpy(np.float64),
             in_stock=f["in_stock"].to_numpy(bool),
+            title=f["title"].fillna("").astype(str).to_numpy(object) if "title" in f else None,
         )
 
 

@@ -4,6 +4,9 @@
       + the user's repeat items (most bought, then most recent) + the most popular items
       - items out of stock or excluded -> features (features.py) -> ranker (ONNX) -> scores
 
+That is the home placement; the others (placements.py) draw from other sources as well (items bought
+with the page's items, the page item's neighbours, title matches), ranked by the same features and ranker.
+
 Used three ways with the same code: by export, to train the ranker on the candidates retrieval
 really hands it and to evaluate the bundle offline; by the Ray Serve deployments, one stage each;
 and in process by the load benchmark, as the baseline the HTTP path is compared with.
@@ -17,8 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import Field
 
+from hyperrec.bundle.bought_together import BoughtTogether, Related
 from hyperrec.bundle.features import FEATURE_NAMES, ItemColumns, ItemTable, candidate_features
 from hyperrec.bundle.onnx_models import Encoder
+from hyperrec.bundle.placements import ANN, BOUGHT_WITH, HOME, POPULARITY, REPEAT, SEARCH, SIMILAR, Placement, Pool, scaled
+from hyperrec.bundle.title_search import TitleSearch
 from hyperrec.bundle.user_state import UserState
 from hyperrec.config import StrictModel
 from hyperrec.data.basket_examples import hour_and_weekday
@@ -60,14 +66,47 @@ class Candidates:
     repeat: np.ndarray  # bool: the user bought it before (any of their kept baskets)
     features: np.ndarray
     stage_ms: dict[str, float] = field(default_factory=dict)  # encoder, ann, features: how long retrieval took for them
+    sources: np.ndarray | None = None  # uint8 bits of placements.SOURCES: what brought each item (None: none said)
+    affinity: np.ndarray | None = None  # the placement's own 0..1 score of each item (0 on home; None: all 0)
+    via: np.ndarray | None = None  # the page item (product page's, cart's) each came through, -1 if none
+    note: str | None = None  # what the placement could not do (a search with no match), said in the answer
+
+    def __post_init__(self) -> None:
+        n = len(self.items)
+        self.sources = np.zeros(n, np.uint8) if self.sources is None else self.sources
+        self.affinity = np.zeros(n) if self.affinity is None else self.affinity
+        self.via = np.full(n, -1, np.int64) if self.via is None else self.via
+
+    def take(self, keep: np.ndarray) -> Candidates:
+        """The candidates where `keep` (bool) holds."""
+        return Candidates(
+            self.items[keep],
+            self.ann_score[keep],
+            self.repeat[keep],
+            self.features[keep],
+            self.stage_ms,
+            self.sources[keep],
+            self.affinity[keep],
+            self.via[keep],
+            self.note,
+        )
 
 
 class Retrieval:
     """Per request, only work in the size of the candidates: everything that depends on the
     catalogue size (stock mask, popular order, the index) is prepared once here."""
 
-    def __init__(self, encoder: Encoder, item_vectors: np.ndarray, table: ItemTable, config: RetrievalConfig | None = None, index=None):
+    def __init__(
+        self,
+        encoder: Encoder,
+        item_vectors: np.ndarray,
+        table: ItemTable,
+        config: RetrievalConfig | None = None,
+        index=None,
+        bought_together: BoughtTogether | None = None,
+    ):
         self.encoder = encoder
+        self.bought_together = bought_together  # None: a version exported before it was kept (no "bought with")
         self.item_vectors = np.ascontiguousarray(item_vectors, np.float32)
         self.table = table
         self.config = config or RetrievalConfig()
@@ -76,6 +115,9 @@ class Retrieval:
         self.popular_in_stock = table.popular_in_stock()
         c = self.config
         self.index = index if index is not None else build_index(self.item_vectors, c.ann_threshold, kind=c.index, use_gpu=c.use_gpu)
+        self.title_search = TitleSearch(table.title)
+        norms = np.linalg.norm(self.item_vectors, axis=1, keepdims=True)
+        self.unit_vectors = (self.item_vectors / np.maximum(norms, 1e-12)).astype(np.float32)  # "like" the product page's item
 
     @property
     def window(self) -> int:
@@ -100,33 +142,82 @@ class Retrieval:
         context: dict[str, np.ndarray],
         blocked: np.ndarray | None = None,
         prices: dict[int, float] | None = None,
+        placements: list[Placement] | None = None,
     ) -> list[Candidates]:
         """Candidates of each user. `blocked`: item indices nobody may get now (out of stock by
-        events), on top of the table's own stock flags; `prices`: current prices set by events."""
+        events), on top of the table's own stock flags; `prices`: current prices set by events;
+        `placements`: each user's (None: home for all)."""
         c = self.config
         blocked = np.asarray(blocked if blocked is not None else [], np.int64)
+        placements = placements or [HOME] * len(states)
         started = time.perf_counter()
         vectors = self.user_vectors(states, context)
         encoded = time.perf_counter()
-        ann_k = min(len(self.table), 2 * c.ann_top_n)  # head room for blocked items
+        own_room = max((len(s.item_counts()[0]) for s, p in zip(states, placements) if p.page == "discover"), default=0)
+        ann_k = min(len(self.table), 2 * c.ann_top_n + own_room)  # head room for blocked items (and, discover, the user's own)
         _, ann = self.index.search(vectors, ann_k) if len(states) else (None, np.zeros((0, ann_k), np.int64))
         searched = time.perf_counter()
         popular = self.available(self.popular_in_stock[: c.popular_top_n + len(blocked)], blocked)[: c.popular_top_n]
         priced = np.fromiter(prices, np.int64, len(prices)) if prices else np.empty(0, np.int64)
         out = []
-        for row, state in enumerate(states):
+        for row, (state, placement) in enumerate(zip(states, placements)):
             begun = time.perf_counter()
-            found = self.available(ann[row][ann[row] >= 0], blocked)[: c.ann_top_n]
-            bought, counts, ago = state.item_counts()
-            own = bought[np.lexsort((ago, -counts))][: c.repeat_top_n]
-            items = np.unique(np.concatenate([found, self.available(own, blocked), popular]))
+            pool, note = self._pool(state, placement, ann[row][ann[row] >= 0], popular, blocked)
+            items, sources, affinity, via = pool.gather()
             score = self.item_vectors[items] @ vectors[row]
+            found = items[(sources & ANN) > 0]
+            found = ann[row][np.isin(ann[row], found)]  # in the ANN's order
             features = candidate_features(state, items, score, ann_ranks(found, items), self.table, self.columns)
             for position in np.flatnonzero(np.isin(items, priced)):
                 features[position, LOG_PRICE] = np.log1p(prices[int(items[position])])
             stage_ms = {"encoder": encoded - started, "ann": searched - encoded, "features": time.perf_counter() - begun}
-            out.append(Candidates(items, score, np.isin(items, bought), features, {k: 1000 * v for k, v in stage_ms.items()}))
+            bought = state.item_counts()[0]
+            ms = {k: 1000 * v for k, v in stage_ms.items()}
+            out.append(Candidates(items, score, np.isin(items, bought), features, ms, sources, affinity, via, note))
         return out
+
+    def _pool(
+        self, state: UserState, placement: Placement, ann: np.ndarray, popular: np.ndarray, blocked: np.ndarray
+    ) -> tuple[Pool, str | None]:
+        """The placement's candidate sources for one user (see placements.py), and what it could not do."""
+        c, pool, page = self.config, Pool(), placement.page
+        if page == "search":
+            found, bm25 = self.title_search.search(placement.query, 2 * c.ann_top_n)
+            keep = ~self.unavailable[found] & ~np.isin(found, blocked)
+            if keep.any():
+                pool.add(found[keep][: c.ann_top_n], SEARCH, scaled(bm25[keep][: c.ann_top_n]))
+                return pool, None
+            page = "home"
+            why = "no title in the catalogue matches the query" if self.title_search.n_titled else "the catalogue has no titles"
+            note = f"search: {why}; the home list"
+        else:
+            note = None
+        if page == "product":
+            anchor = np.array([placement.anchor], np.int64)
+            blocked = np.concatenate([blocked, anchor])  # not the item the page shows
+            self._add_related(pool, anchor, blocked)
+            _, like = self.index.search(self.item_vectors[anchor], min(len(self.table), c.ann_top_n + len(blocked) + 1))
+            like = self.available(like[0][like[0] >= 0], blocked)[: c.ann_top_n // 2]
+            similarity = np.clip(self.unit_vectors[like] @ self.unit_vectors[placement.anchor], 0.0, 1.0)
+            pool.add(like, SIMILAR, similarity, np.full(len(like), placement.anchor))
+            return pool, note
+        bought, counts, ago = state.item_counts()
+        if page == "discover":  # nothing the shopper bought or is looking at now
+            blocked = np.concatenate([blocked, bought, state.live_items()])
+        pool.add(self.available(ann, blocked)[: c.ann_top_n], ANN)
+        pool.add(self.available(popular, blocked), POPULARITY)
+        if page != "discover":
+            pool.add(self.available(bought[np.lexsort((ago, -counts))][: c.repeat_top_n], blocked), REPEAT)
+        if page == "cart" and state.cart:
+            cart = np.fromiter(state.cart, np.int64, len(state.cart))
+            self._add_related(pool, cart, np.concatenate([blocked, cart]))
+        return pool, note
+
+    def _add_related(self, pool: Pool, seeds: np.ndarray, blocked: np.ndarray) -> None:
+        related = self.bought_together.of(seeds) if self.bought_together is not None else Related.empty()
+        keep = ~self.unavailable[related.items] & ~np.isin(related.items, blocked)
+        top = np.flatnonzero(keep)[: self.config.ann_top_n]
+        pool.add(related.items[top], BOUGHT_WITH, scaled(related.weight[top]), related.via[top])
 
 
 def ann_ranks(found: np.ndarray, items: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import pandas as pd
 from pydantic import Field
 
 from hyperrec.bundle import manifest as files
+from hyperrec.bundle.bought_together import BoughtTogether
 from hyperrec.bundle.drift import DriftReference
 from hyperrec.bundle.features import ItemTable
 from hyperrec.bundle.manifest import IndexSettings, Manifest, read_manifest
@@ -57,9 +58,19 @@ def staged(folder: Path) -> Iterator[Path]:
         raise
 
 
-def write(folder: Path, *, item_vectors: np.ndarray, index, items: ItemTable, user_baskets: pd.DataFrame, drift: DriftReference) -> None:
+def write(
+    folder: Path,
+    *,
+    item_vectors: np.ndarray,
+    index,
+    items: ItemTable,
+    user_baskets: pd.DataFrame,
+    drift: DriftReference,
+    bought_together: BoughtTogether,
+) -> None:
     """The retrieval side of a version and its drift reference (the ONNX files are written, and checked, by export)."""
     drift.save(folder / files.DRIFT_REFERENCE)
+    bought_together.save(folder / files.BOUGHT_TOGETHER)
     np.save(folder / files.ITEM_VECTORS, np.ascontiguousarray(item_vectors, np.float32))
     save_index(index, folder / files.ITEM_INDEX)
     items.save(folder / files.ITEMS)
@@ -104,7 +115,13 @@ class Bundle:
         saved = self.path / files.ITEM_INDEX
         settings = IndexSettings(index=config.index, ann_threshold=config.ann_threshold)
         index = load_index(saved, config.use_gpu) if saved.is_file() and self.manifest.index == settings else None
-        return Retrieval(self.encoder(runtime), self.item_vectors, self.item_table(), config, index=index)
+        together = self.bought_together()
+        return Retrieval(self.encoder(runtime), self.item_vectors, self.item_table(), config, index=index, bought_together=together)
+
+    def bought_together(self) -> BoughtTogether | None:
+        """None for a version exported before it was kept (its product and cart pages have no "bought with")."""
+        path = self.path / files.BOUGHT_TOGETHER
+        return BoughtTogether.load(path) if path.is_file() else None
 
     def user_baskets(self) -> dict[str, list[np.ndarray]]:
         """The export's per-user baskets as user id -> baskets, oldest first."""

@@ -27,6 +27,7 @@ import torch
 from pydantic import Field
 
 from hyperrec.bundle import manifest as files
+from hyperrec.bundle.bought_together import BoughtTogether
 from hyperrec.bundle.features import FEATURE_NAMES, ItemTable
 from hyperrec.bundle.manifest import IndexSettings, Manifest, ParityCheck
 from hyperrec.bundle.onnx_models import OnnxEncoder, OnnxScorer
@@ -173,12 +174,14 @@ def write_serving_side(
     scorer: OnnxScorer,
     rng: np.random.Generator,
 ) -> None:
-    """What serving reads besides the ONNX files: vectors, index, today's item table, the shoppers' seed, and the
-    drift reference taken from that same serving retrieval."""
+    """What serving reads besides the ONNX files: vectors, index, today's item table, the shoppers' seed, the items
+    bought together, and the drift reference taken from that same serving retrieval."""
     items = ItemTable.from_history(history, catalog)
     serving = Retrieval(encoder, item_vectors, items, config, index=index)
     drift = serving_reference(serving, scorer, history, rng)
-    write(folder, item_vectors=item_vectors, index=index, items=items, user_baskets=user_baskets_frame(history, user_ids), drift=drift)
+    baskets = user_baskets_frame(history, user_ids)
+    together = BoughtTogether.from_history(history)
+    write(folder, item_vectors=item_vectors, index=index, items=items, user_baskets=baskets, drift=drift, bought_together=together)
 
 
 def evaluate_bundle(retrieval: Retrieval, scorer: OnnxScorer, split: Split, folder: Path) -> BundleEvaluation:

@@ -19,9 +19,11 @@ from pydantic import Field
 from hyperrec.data.sequences import Interactions
 from hyperrec.models.base import Params, Recommender
 
+Normalize = Literal["none", "conditional", "cosine"]
+
 
 class CooccurrenceParams(Params):
-    normalize: Literal["none", "conditional", "cosine"] = Field(
+    normalize: Normalize = Field(
         "none",
         description="none: counts c_ij; conditional: c_ij / n_i, the share of baskets holding i that also hold j; "
         "cosine: c_ij / sqrt(n_i n_j); n_i = baskets holding i",
@@ -34,16 +36,7 @@ class LastBasketCooccurrence(Recommender):
 
     def _fit(self, data: Interactions, counts: sp.csr_matrix) -> None:
         baskets = data.basket_matrix()
-        together = (baskets.T @ baskets).tocsr()
-        n = together.diagonal()
-        together = (together - sp.diags(n)).tocsr()
-        together.eliminate_zeros()
-        scale = 1 / np.sqrt(np.maximum(n, 1))  # an item in no basket has no entries to scale
-        if self.params.normalize == "conditional":
-            together = sp.diags(scale**2) @ together
-        elif self.params.normalize == "cosine":
-            together = sp.diags(scale) @ together @ sp.diags(scale)
-        self.cooccurrence = together.tocsr()
+        self.cooccurrence = cooccurrence_matrix(baskets, self.params.normalize)
         n_baskets = np.array([len(user) for user in data.baskets])
         users = np.flatnonzero(n_baskets)
         pick_last = sp.csr_matrix(
@@ -53,3 +46,17 @@ class LastBasketCooccurrence(Recommender):
 
     def score(self, users: np.ndarray) -> np.ndarray:
         return (self.last_basket[users] @ self.cooccurrence).toarray()
+
+
+def cooccurrence_matrix(baskets: sp.csr_matrix, normalize: Normalize) -> sp.csr_matrix:
+    """items x items: c_ij (i != j) over `baskets` (baskets x items, 1 = holds), normalized as `CooccurrenceParams` says."""
+    together = (baskets.T @ baskets).tocsr()
+    n = together.diagonal()
+    together = (together - sp.diags(n)).tocsr()
+    together.eliminate_zeros()
+    scale = 1 / np.sqrt(np.maximum(n, 1))  # an item in no basket has no entries to scale
+    if normalize == "conditional":
+        together = sp.diags(scale**2) @ together
+    elif normalize == "cosine":
+        together = sp.diags(scale) @ together @ sp.diags(scale)
+    return together.tocsr()

@@ -206,8 +206,8 @@ class RetrievalDeployment:
     def set_fault(self, mode: str, delay_ms: float, version: str | None) -> None:
         self.stage.faults.set(mode, delay_ms, version)
 
-    async def candidates(self, version, states, context, blocked, prices):
-        return await self.stage.candidates(version, states, context, blocked, prices)
+    async def candidates(self, version, states, context, blocked, prices, placements):
+        return await self.stage.candidates(version, states, context, blocked, prices, placements)
 
 
 @serve.deployment
@@ -253,8 +253,8 @@ class HandleStages:
         handle = self.retrieval if stage == "retrieval" else self.ranking
         await handle.broadcast("set_fault", mode, delay_ms, version).results_async()
 
-    async def candidates(self, version, states, context, blocked, prices):
-        return await self.retrieval.candidates.remote(version, states, context, blocked, prices)
+    async def candidates(self, version, states, context, blocked, prices, placements):
+        return await self.retrieval.candidates.remote(version, states, context, blocked, prices, placements)
 
     async def score(self, version: str, features: np.ndarray) -> np.ndarray:
         return await self.ranking.score.remote(version, features)

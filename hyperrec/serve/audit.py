@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from hyperrec.bundle.features import FEATURE_NAMES
+from hyperrec.bundle.placements import SOURCES
 from hyperrec.bundle.retrieval import Candidates
 from hyperrec.config import StrictModel
 from hyperrec.serve.privacy import ConsentSnapshot, Pseudonyms
@@ -32,7 +32,6 @@ from hyperrec.serve.schemas import RecommendRequest, RecommendResponse, ServedBy
 
 GENESIS = "0" * 64  # `prev` of a chain's first line
 FILE_GLOB = "decisions-*.jsonl"
-_ANN_INV_RANK = FEATURE_NAMES.index("ann_inv_rank")
 _SEALED = re.compile(rb'^(\{"prev":"([0-9a-f]{64})",.*),"hash":"([0-9a-f]{64})"\}$', re.DOTALL)  # one line, no newline
 
 
@@ -44,8 +43,8 @@ class AuditedItem(StrictModel):
 
 
 class CandidatePool(StrictModel):
-    """What retrieval handed the ranker, after blocked items were dropped. Sources overlap: an item the shopper
-    bought that ANN also found counts in both; `popularity` counts the items only the popularity prior added."""
+    """What retrieval handed the ranker, after blocked items were dropped, per source (placements.SOURCES; those that
+    brought none left out). Sources overlap: an item the shopper bought that ANN also found counts in both."""
 
     count: int
     sources: dict[str, int]
@@ -57,7 +56,7 @@ class DecisionRecord(StrictModel):
     user: str | None = Field(description="pseudonym of the user id (None: anonymous, or no analytics consent)")
     session: str | None = Field(description="pseudonym of the session id (None: none, or no analytics consent)")
     consent: ConsentSnapshot = Field(description="the shopper's consent by purpose when the answer was made")
-    placement: str | None = Field(description="the request's context.page")
+    placement: str | None = Field(description="the placement that answered (the request's context.page, or home: see degraded)")
     arm: str | None = Field(None, description="experiment arm (no experiments yet)")
     model_version: str
     served_by: ServedBy
@@ -86,7 +85,7 @@ class Decision:
             user=pseudonyms.of(request.user_id) if named and request.user_id is not None else None,
             session=pseudonyms.of(request.session_id) if named and request.session_id is not None else None,
             consent=self.consent,
-            placement=request.context.page,
+            placement=response.placement,
             model_version=response.model_version,
             served_by=response.served_by,
             degraded=response.degraded,
@@ -97,12 +96,9 @@ class Decision:
 
 
 def candidate_pool(candidates: Candidates) -> CandidatePool:
-    ann = candidates.features[:, _ANN_INV_RANK] > 0
-    repeat = candidates.repeat.astype(bool)
-    return CandidatePool(
-        count=len(candidates.items),
-        sources={"ann": int(ann.sum()), "repeat": int(repeat.sum()), "popularity": int(np.count_nonzero(~ann & ~repeat))},
-    )
+    """How many candidates each source brought (an item two sources brought counts for both)."""
+    counts = {name: int(np.count_nonzero(candidates.sources & (1 << bit))) for bit, name in enumerate(SOURCES)}
+    return CandidatePool(count=len(candidates.items), sources={name: n for name, n in counts.items() if n})
 
 
 # -- the chain -----------------------------------------------------------------------------------

@@ -29,6 +29,13 @@ class PolicyConfig(StrictModel):
     max_per_category: int | None = Field(None, ge=1, description="at most this many items of one category in a list")
     frequency_cap: int | None = Field(5, ge=1, description="an item shown this many times without a click is held back")
     explore_slots: int = Field(0, ge=0, description="places in each list kept for the best candidates new to the user (exploration)")
+    placement_weight: float = Field(
+        0.5,
+        ge=0,
+        description="added to the ranker score per unit of the placement's own affinity (0..1: bought with the product page's "
+        "item or the cart's, the title's match with the search); 0 = the ranker's order alone. 0.5: the best of 0-4 on "
+        "Instacart's validation baskets (benchmarks/cart_completion.py)",
+    )
 
 
 class BudgetConfig(StrictModel):

@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from hyperrec.bundle.placements import HOME, Placement
 from hyperrec.bundle.retrieval import Candidates, context_arrays
 from hyperrec.bundle.user_state import UserState
 from hyperrec.data.events import events_to_table, frame_to_records, validate_events
@@ -49,7 +50,13 @@ class Stages(Protocol):
     async def load(self, version: str) -> None: ...
 
     async def candidates(
-        self, version: str, states: list[UserState], context: dict, blocked: np.ndarray, prices: dict[int, float]
+        self,
+        version: str,
+        states: list[UserState],
+        context: dict,
+        blocked: np.ndarray,
+        prices: dict[int, float],
+        placements: list[Placement],
     ) -> list[Candidates]: ...
 
     async def score(self, version: str, features: np.ndarray) -> np.ndarray: ...
@@ -87,9 +94,9 @@ class LocalStages:
     async def set_fault(self, stage: str, mode: str, delay_ms: float, version: str | None) -> None:
         (self.retrieval if stage == "retrieval" else self.ranking).faults.set(mode, delay_ms, version)
 
-    async def candidates(self, version, states, context, blocked, prices) -> list[Candidates]:
+    async def candidates(self, version, states, context, blocked, prices, placements) -> list[Candidates]:
         await self.retrieval.faults.check("retrieval", version)
-        return await self._run(self.retrieval.candidates_now, version, states, context, blocked, prices)
+        return await self._run(self.retrieval.candidates_now, version, states, context, blocked, prices, placements)
 
     async def score(self, version: str, features: np.ndarray) -> np.ndarray:
         await self.ranking.faults.check("ranking", version)
@@ -315,7 +322,8 @@ class RecommendFlow:
         version = self._version_for(shoppers[0])
         items = self.items[version]
         excluded = np.array([items.index[i] for i in request.exclude if i in items.index], np.int64)
-        degraded: list[str] = []
+        placement, unplaced = _placement(request, items, version)
+        degraded: list[str] = [unplaced] if unplaced else []
         fell_back = False  # a stage or the store failed (not a consent choice, nor a shopper with nothing to go on)
         store_down = False  # its read failed: no impression write either (and no log line per request while it is down)
         timer = StageTimer(started)
@@ -332,18 +340,23 @@ class RecommendFlow:
             defaulted = "personalization" in consent.defaulted
             degraded.append(f"consent: personalization {'not given (the default)' if defaulted else 'withdrawn'}")
             state = None
+        if state is None and placement.seeded:  # the page itself says what to show: a list for it, with nothing personal
+            state = UserState()
         timer.lap("online_store")
         picks: list[Pick] | None = None
         served_by, served_version = "popularity", version
         in_cart = np.fromiter(state.cart, np.int64, len(state.cart)) if state is not None else np.empty(0, np.int64)
-        blocked = np.concatenate([out_of_stock, excluded, in_cart])  # the cart's items are no recommendation
+        anchor = np.array([placement.anchor] if placement.seeded and placement.anchor >= 0 else [], np.int64)
+        blocked = np.concatenate([out_of_stock, excluded, in_cart, anchor])  # the cart's items, the page's item: no recommendation
         candidates: Candidates | None = None
-        if state is not None and state.has_signal:  # nothing bought, viewed or carted yet: nothing to personalize on
+        if state is not None and (state.has_signal or placement.seeded):  # else nothing bought, viewed or carted yet
             try:
-                candidates, hit = await self._candidates(version, subject, request, state, out_of_stock, prices)
+                candidates, hit = await self._candidates(version, subject, request, placement, state, out_of_stock, prices)
                 timer.lap("retrieval")
                 if not hit:
                     timer.ms.update(candidates.stage_ms)
+                if candidates.note is not None:
+                    degraded.append(candidates.note)
                 candidates = _drop(candidates, blocked)
                 fallback = self.current if version != self.current else self.last_good  # a canary falls back to the current
                 for attempt in dict.fromkeys([version, fallback]):
@@ -379,11 +392,14 @@ class RecommendFlow:
                 self.store.add_shown(subject, [p.item for p in picks])
         except Exception as exc:  # a lost impression count must not fail the answer
             logger.warning("online store: impressions of %s %s not recorded: %s", *subject, exc)
-        answer = [{"item_id": items.table.item_ids[p.item], "score": round(p.score, 6), "reason": p.reason} for p in picks]
+        answer = [
+            {"item_id": items.table.item_ids[p.item], "score": round(p.score, 6), "reason": p.reason, "sources": p.sources} for p in picks
+        ]
         timer.lap("response")
         response = RecommendResponse(
             user_id=request.user_id,
             session_id=request.session_id,
+            placement=placement.page if candidates is None or candidates.note is None else "home",
             items=answer,
             model_version=served_version,
             served_by=served_by,
@@ -423,6 +439,7 @@ class RecommendFlow:
         version: str,
         subject: Subject,
         request: RecommendRequest,
+        placement: Placement,
         state: UserState,
         out_of_stock: np.ndarray,
         prices: dict[int, float],
@@ -440,12 +457,14 @@ class RecommendFlow:
             int(context["hour"][0]),
             int(context["weekday"][0]),
             state.live_items().tobytes(),
+            placement.key,
+            tuple(state.cart) if placement.page == "cart" else (),
         )
         shopper = ":".join(subject)
         cached = self.cache.get(shopper, key)
         if cached is not None:
             return cached, True
-        call = self.stages.candidates(version, [state], context, out_of_stock, prices)
+        call = self.stages.candidates(version, [state], context, out_of_stock, prices, [placement])
         candidates = (await self._stage(call, self.config.budgets.retrieval_ms, f"retrieval {version}"))[0]
         self.cache.put(shopper, key, candidates)
         return candidates, False
@@ -559,7 +578,18 @@ async def _awaited(call: Any, deadline: float) -> Any:
 
 
 def _drop(candidates: Candidates, blocked: np.ndarray) -> Candidates:
-    if not len(blocked):
-        return candidates
-    keep = ~np.isin(candidates.items, blocked)
-    return Candidates(candidates.items[keep], candidates.ann_score[keep], candidates.repeat[keep], candidates.features[keep])
+    return candidates.take(~np.isin(candidates.items, blocked)) if len(blocked) else candidates
+
+
+def _placement(request: RecommendRequest, items: VersionItems, version: str) -> tuple[Placement, str | None]:
+    """The request's placement in item indices, or home and why when its page item is one the version does not know."""
+    page = request.page
+    if page == "product":
+        assert request.item_id is not None  # the request's own validation
+        anchor = items.index.get(request.item_id)
+        if anchor is None:
+            return HOME, f"product page: {request.item_id} is not in {version}'s catalogue; the home list"
+        return Placement("product", anchor=anchor), None
+    if page == "search":
+        return Placement("search", query=request.query or ""), None
+    return Placement(page), None

@@ -1,9 +1,10 @@
 """The business policy between the ranker's scores and the list a shopper sees.
 
-In order: business weights (margin) adjust the scores; items shown `frequency_cap` times without
-a click are held back (used only if nothing else is left); MMR picks the list greedily, trading
-relevance against similarity to what is already picked (by category or item embedding), with an
-optional per-category cap; every item gets a short reason.
+In order: business weights (margin) and the placement's own affinity (bought with the page's items,
+the search match) adjust the scores; items shown `frequency_cap` times without a click are held back
+(used only if nothing else is left); MMR picks the list greedily, trading relevance against
+similarity to what is already picked (by category or item embedding), with an optional per-category
+cap; every item gets a short reason and the candidate sources that brought it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hyperrec.bundle.features import ItemTable
+from hyperrec.bundle.placements import BOUGHT_WITH, SEARCH, SIMILAR, source_names
 from hyperrec.bundle.retrieval import Candidates
 from hyperrec.bundle.slate import reserve_explore_slots
 from hyperrec.bundle.user_state import UserState
@@ -26,6 +28,7 @@ class Pick:
     item: int
     score: float
     reason: str
+    sources: tuple[str, ...] = ("popularity",)
 
 
 class Policy:
@@ -39,7 +42,7 @@ class Policy:
     def select(self, candidates: Candidates, scores: np.ndarray, state: UserState, k: int) -> list[Pick]:
         c = self.config
         items = candidates.items
-        adjusted = np.asarray(scores, np.float64) + c.margin_weight * self.margin[items]
+        adjusted = np.asarray(scores, np.float64) + c.margin_weight * self.margin[items] + c.placement_weight * candidates.affinity
         capped = np.zeros(len(items), bool)
         if c.frequency_cap is not None and state.shown:
             held = [item for item, times in state.shown.items() if times >= c.frequency_cap]  # the user's impressions, not the history
@@ -58,8 +61,11 @@ class Policy:
                         explorable[i] = room.get(category, c.max_per_category) > 0
                         room[category] = room.get(category, c.max_per_category) - 1
             order = list(reserve_explore_slots(np.array(order + rest), explorable, c.explore_slots, k)[:k])
-        reasons = self._reasons(items[order], candidates.repeat[order], state)
-        return [Pick(int(items[i]), float(adjusted[i]), reason) for i, reason in zip(order, reasons, strict=True)]
+        reasons = self._reasons(items[order], candidates.repeat[order], candidates.sources[order], candidates.via[order], state)
+        return [
+            Pick(int(items[i]), float(adjusted[i]), reason, tuple(source_names(int(candidates.sources[i]))))
+            for i, reason in zip(order, reasons, strict=True)
+        ]
 
     def _mmr(self, items: np.ndarray, scores: np.ndarray, capped: np.ndarray, k: int) -> list[int]:
         """Greedy MMR over candidate positions; capped candidates come only after all others."""
@@ -96,22 +102,31 @@ class Policy:
         _, first = np.unique(recent, return_index=True)
         return recent[np.sort(first)][:RECENT_FOR_REASONS]
 
-    def _reasons(self, items: np.ndarray, repeat: np.ndarray, state: UserState) -> list[str]:
-        """Why each of `items` is in the list: bought in two baskets or more, bought once, like a recent item, or popular."""
+    def _reasons(self, items: np.ndarray, repeat: np.ndarray, sources: np.ndarray, via: np.ndarray, state: UserState) -> list[str]:
+        """Why each of `items` is in the list: bought in two baskets or more, bought once, bought with or like the page's
+        item, a match of the search, like a recent item, or popular."""
         history = state.history()
         at, hit = history.lookup(items)
         baskets = np.where(hit, history.baskets[at] if len(history.items) else 0, 0)
         recent = self._recent_items(state)
+        explained = ~repeat & ((sources & (BOUGHT_WITH | SIMILAR | SEARCH)) == 0)  # those a recent item explains
         if len(recent):
             vectors = self.unit_vectors[recent]
             # one product per explained item, as vectors @ item: the same float32 sums, so the same argmax on near ties
-            anchors = {int(i): recent[int(np.argmax(vectors @ self.unit_vectors[i]))] for i in items[~repeat]}
+            anchors = {int(i): recent[int(np.argmax(vectors @ self.unit_vectors[i]))] for i in items[explained]}
+        ids = self.table.item_ids
         reasons = []
-        for item, bought, times in zip(items.tolist(), repeat.tolist(), baskets.tolist()):
+        for item, bought, times, bits, page_item in zip(items.tolist(), repeat.tolist(), baskets.tolist(), sources.tolist(), via.tolist()):
             if bought:
                 reasons.append("you buy this often" if times >= 2 else "you bought this before")
+            elif bits & BOUGHT_WITH:
+                reasons.append(f"bought with {ids[page_item]}")
+            elif bits & SIMILAR:
+                reasons.append(f"like {ids[page_item]}")
+            elif bits & SEARCH:
+                reasons.append("matches your search")
             elif len(recent):
-                reasons.append(f"similar to {self.table.item_ids[anchors[item]]}")
+                reasons.append(f"similar to {ids[anchors[item]]}")
             else:
                 reasons.append("popular right now")
         return reasons

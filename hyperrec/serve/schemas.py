@@ -2,31 +2,61 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from hyperrec.bundle.placements import Page, Source
 from hyperrec.data.events import Context, NonEmpty
 
 ServedBy = Literal["ranker", "last_good", "popularity"]
 VERSION_SPEC = r"^(current|last-good|latest|v[0-9]{4,12})$"  # what Registry.resolve reads
 
 
-# At least one of user_id and session_id, as a string: said in the OpenAPI document too, so that a
-# request the document calls valid is one the endpoint accepts.
-A_SHOPPER = {"anyOf": [{"required": [name], "properties": {name: {"type": "string"}}} for name in ("user_id", "session_id")]}
+PAGES: tuple[Page, ...] = get_args(Page)
+
+
+def needs(field: str, page: Page) -> dict[str, Any]:
+    """JSON Schema: `field` (a string) is given, or the page is not `page`."""
+    other_pages = [p for p in PAGES if p != page] + [None]
+    return {
+        "anyOf": [
+            {"required": [field], "properties": {field: {"type": "string"}}},
+            {"properties": {"context": {"properties": {"page": {"enum": other_pages}}}}},
+        ]
+    }
+
+
+# At least one of user_id and session_id, as a string; a product page's item, a search's query: said in
+# the OpenAPI document too, so that a request the document calls valid is one the endpoint accepts.
+REQUEST_RULES = {
+    "anyOf": [{"required": [name], "properties": {name: {"type": "string"}}} for name in ("user_id", "session_id")],
+    "allOf": [needs("item_id", "product"), needs("query", "search")],
+}
+
+
+class RecommendContext(Context):
+    page: Page | None = Field(
+        None,
+        description="the placement: home (the default), discover (new for you), product (needs item_id), cart (completes the "
+        "shopper's live cart), search (needs query)",
+    )
 
 
 class RecommendRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=A_SHOPPER)
+    model_config = ConfigDict(extra="forbid", json_schema_extra=REQUEST_RULES)
 
     user_id: NonEmpty | None = Field(None, description="the shop's user id; leave it out for an anonymous shopper (then session_id)")
     session_id: NonEmpty | None = Field(
         None, validate_default=True, description="the shopper's session: its own events personalize the answer (with user_id, both)"
     )
-    context: Context = Context()
+    context: RecommendContext = RecommendContext()
     k: int = Field(10, ge=1, description="list length (at most the server's max_k)")
     exclude: list[NonEmpty] = Field([], max_length=1000, description="item ids not to recommend (e.g. already in the cart)")
+    item_id: NonEmpty | None = Field(None, validate_default=True, description="the item the product page shows (page: product)")
+    query: str | None = Field(
+        None, min_length=1, max_length=512, pattern=r"\S", validate_default=True, description="what the shopper searched (page: search)"
+    )
 
     @field_validator("session_id")
     @classmethod
@@ -35,6 +65,29 @@ class RecommendRequest(BaseModel):
             raise ValueError("give session_id (an anonymous shopper), user_id, or both")
         return session_id
 
+    @field_validator("item_id")
+    @classmethod
+    def _a_product(cls, item_id: str | None, info: ValidationInfo) -> str | None:
+        if item_id is None and cls._page(info) == "product":
+            raise ValueError("a product page needs item_id: the item the page shows")
+        return item_id
+
+    @field_validator("query")
+    @classmethod
+    def _a_query(cls, query: str | None, info: ValidationInfo) -> str | None:
+        if query is None and cls._page(info) == "search":
+            raise ValueError("a search page needs query: what the shopper searched")
+        return query
+
+    @staticmethod
+    def _page(info: ValidationInfo) -> Page | None:
+        context = info.data.get("context")
+        return context.page if isinstance(context, RecommendContext) else None
+
+    @property
+    def page(self) -> Page:
+        return self.context.page or "home"
+
 
 class RecommendedItem(BaseModel):
     item_id: str
@@ -42,11 +95,16 @@ class RecommendedItem(BaseModel):
         description="the ranker's score plus business weights; the list is in the policy's order (diversity may put a lower score first)"
     )
     reason: str
+    sources: list[Source] = Field(
+        description="the candidate sources that brought it: ann (the shopper's embedding), repeat (their own items), popularity, "
+        "bought_with (the page's items), similar (the product page item's neighbours), search (title match)"
+    )
 
 
 class RecommendResponse(BaseModel):
     user_id: str | None
     session_id: str | None = None
+    placement: Page = Field(description="the placement that answered: the request's page, or home when it could not (see degraded)")
     items: list[RecommendedItem]
     model_version: str
     served_by: ServedBy

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hyperrec.bundle.onnx_models import Scorer
+from hyperrec.bundle.placements import Placement
 from hyperrec.bundle.retrieval import Candidates, Retrieval
 from hyperrec.bundle.user_state import UserState
 from hyperrec.models.item_index import single_threaded
@@ -77,20 +78,32 @@ class RetrievalStage(_Versioned):
         return self.registry.bundle(version).retrieval(self.config.retrieval, self.config.ranking)
 
     async def candidates(
-        self, version: str, states: list[UserState], context: dict[str, np.ndarray], blocked: np.ndarray, prices: dict[int, float]
+        self,
+        version: str,
+        states: list[UserState],
+        context: dict[str, np.ndarray],
+        blocked: np.ndarray,
+        prices: dict[int, float],
+        placements: list[Placement],
     ) -> list[Candidates]:
         await self.faults.check("retrieval", version)
-        return self.candidates_now(version, states, context, blocked, prices)
+        return self.candidates_now(version, states, context, blocked, prices, placements)
 
     def candidates_now(
-        self, version: str, states: list[UserState], context: dict[str, np.ndarray], blocked: np.ndarray, prices: dict[int, float]
+        self,
+        version: str,
+        states: list[UserState],
+        context: dict[str, np.ndarray],
+        blocked: np.ndarray,
+        prices: dict[int, float],
+        placements: list[Placement],
     ) -> list[Candidates]:
         """The model work of `candidates`, on the calling thread (no fault check)."""
         # OpenMP's thread count is a per-thread setting: set it on the thread that searches, not only
         # the one that loaded the index. A FAISS search with the default team (one thread per core)
         # took 5-36 ms p50 on two loaded cores, 0.08 ms with one thread.
         single_threaded()
-        return self.get(version).candidates(states, context, blocked, prices)
+        return self.get(version).candidates(states, context, blocked, prices, placements)
 
 
 class RankingStage(_Versioned):

@@ -68,9 +68,10 @@ def answers(flow: RecommendFlow) -> list[RecommendResponse]:
     """A known user, SHOPPER in a session, the session alone, and a shopper with nothing to personalize on."""
     known = sorted(flow.registry.bundle(flow.current).user_baskets())[0]
     shop(flow)
+    viewed = str(flow.items[flow.current].table.item_ids[flow.items[flow.current].table.in_stock][0])
     return [
         ask(flow, user_id=known, context={"page": "home"}),
-        ask(flow, user_id=SHOPPER, session_id=VISIT, context={"page": "product", "device": "ios"}, k=5),
+        ask(flow, user_id=SHOPPER, session_id=VISIT, context={"page": "product", "device": "ios"}, item_id=viewed, k=5),
         ask(flow, session_id=VISIT, context={"page": "cart"}, k=3),
         ask(flow, user_id="nobody-seen-yet", k=4),
     ]
@@ -83,7 +84,7 @@ def test_every_answer_writes_one_record_of_its_decision(exported, tmp_path):
     records = list(read_records(tmp_path / "audit"))
     assert [r.decision_id for r in records] == [a.trace_id for a in sent]
     ids = Pseudonyms(KEY.encode())
-    for record, answer, page in zip(records, sent, ["home", "product", "cart", None], strict=True):
+    for record, answer, page in zip(records, sent, ["home", "product", "cart", "home"], strict=True):
         assert record.placement == page and record.model_version == answer.model_version
         assert (record.served_by, record.degraded, record.latency_ms) == (answer.served_by, answer.degraded, answer.latency_ms)
         assert [(i.item_id, i.score, i.reason) for i in record.items] == [(i.item_id, i.score, i.reason) for i in answer.items]
@@ -91,7 +92,12 @@ def test_every_answer_writes_one_record_of_its_decision(exported, tmp_path):
         assert record.consent == DEFAULT_CONSENT  # nobody here sent a consent event: the configured defaults
         if answer.served_by == "ranker":  # retrieval ran: how many candidates it gave, from where
             assert record.candidates is not None and record.candidates.count >= len(record.items)
-            assert set(record.candidates.sources) == {"ann", "repeat", "popularity"}
+            sources = set(record.candidates.sources)
+            if page == "home":
+                assert sources == {"ann", "repeat", "popularity"}
+            if page == "product":  # the page item's neighbours, and what was bought with it if anything was
+                assert "similar" in sources and sources <= {"bought_with", "similar"}
+            assert sum(record.candidates.sources.values()) >= record.candidates.count  # every candidate has a source
     assert records[1].user == ids.of(SHOPPER) and records[1].session == ids.of(VISIT)
     assert records[2].user is None and records[2].session == ids.of(VISIT)
     assert records[3].served_by == "popularity" and records[3].candidates is None  # nothing to retrieve for

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from hyperrec.bench.monitor_report import run_monitor
 from hyperrec.export.run import ExportConfig, export_run
+from hyperrec.registry import Registry
 from hyperrec.serve.config import ServeConfig
 from tests.conftest import SERVE_PORT
 
@@ -105,6 +106,26 @@ def test_bad_input_gets_a_4xx_naming_the_field(endpoint):
     assert all_bad.status_code == 422 and [p["field"] for p in all_bad.json()["problems"]] == ["body.0", "body.1"]
     assert "timestamp: Field required" in all_bad.json()["problems"][1]["message"]
     assert endpoint.post("/events", json={"not": "a list"}).status_code == 422
+
+
+def test_placements_answer_over_http_and_bad_placements_get_a_422_naming_the_field(endpoint, exported):
+    def problems(body: dict) -> list[str]:
+        answer = endpoint.post("/recommend", json={"session_id": "s-placements"} | body)
+        assert answer.status_code == 422, answer.text
+        return [p["field"] for p in answer.json()["problems"]]
+
+    assert problems({"context": {"page": "checkout"}}) == ["body.context.page"]
+    assert problems({"context": {"page": "product"}}) == ["body.item_id"]
+    assert problems({"context": {"page": "search"}}) == ["body.query"]
+    assert problems({"context": {"page": "search"}, "query": ""}) == ["body.query"]
+    assert problems({"context": {"page": "search"}, "query": "   "}) == ["body.query"]
+    anchor = Registry(exported.path.parent).bundle(exported.version).item_table().item_ids[0]
+    product = endpoint.post("/recommend", json={"session_id": "s-placements", "context": {"page": "product"}, "item_id": anchor, "k": 5})
+    assert product.status_code == 200 and product.json()["placement"] == "product" and product.json()["served_by"] == "ranker"
+    assert anchor not in [i["item_id"] for i in product.json()["items"]]
+    assert all({"bought_with", "similar"} & set(i["sources"]) for i in product.json()["items"])
+    rules = endpoint.get("/openapi.json").json()["components"]["schemas"]["RecommendRequest"]["allOf"]
+    assert [rule["anyOf"][0]["required"] for rule in rules] == [["item_id"], ["query"]]
 
 
 def test_the_openapi_document_carries_the_bounds_the_contract_and_every_error(endpoint):

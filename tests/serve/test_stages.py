@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from hyperrec.bundle.placements import HOME
 from hyperrec.bundle.retrieval import context_arrays
 from hyperrec.bundle.user_state import UserState
 from hyperrec.registry import Registry
@@ -77,7 +78,7 @@ def test_retrieval_faults_raise_or_stall_for_the_version_they_name(registry):
     blocked = np.empty(0, np.int64)
 
     def candidates(version: str):
-        return asyncio.run(stage.candidates(version, states, context, blocked, {}))
+        return asyncio.run(stage.candidates(version, states, context, blocked, {}, [HOME] * len(states)))
 
     plain = candidates("v0001")
     direct = stage.get("v0001").candidates(states, context, blocked, {})

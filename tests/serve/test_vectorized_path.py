@@ -246,10 +246,13 @@ def assert_same_answers(bundle, retrieval: Retrieval, scorer, states: list[UserS
         np.testing.assert_array_equal(new.ann_score, old.ann_score)
         np.testing.assert_array_equal(new.repeat, old.repeat)
         np.testing.assert_array_equal(new.features, old.features)  # bit for bit: the ranker was trained on these
+        assert np.all(new.sources > 0)  # every candidate says which source brought it
         scores = scorer(new.features)
         for new_policy, ref_policy in zip(new_policies, ref_policies, strict=True):
             for k in (1, 5, 10):
-                assert new_policy.select(new, scores, fresh, k) == ref_policy.select(old, scores, UserState(fresh.baskets, fresh.shown), k)
+                picked = new_policy.select(new, scores, fresh, k)
+                before = ref_policy.select(old, scores, UserState(fresh.baskets, fresh.shown), k)
+                assert [(p.item, p.score, p.reason) for p in picked] == [(p.item, p.score, p.reason) for p in before]  # sources are new
                 compared += 1
     return compared
 
