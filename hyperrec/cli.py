@@ -180,6 +180,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     wait_then_stop()
 
 
+def cmd_email(args: argparse.Namespace) -> None:
+    from hyperrec.serve.config import load_serve_config
+    from hyperrec.serve.email_lists import email_lists
+
+    given = {"registry": args.registry, "version": args.version, "event_log": args.event_log}  # flags win over the YAML
+    config = load_serve_config(args.config, [f"{key}={value}" for key, value in given.items() if value is not None] + args.overrides)
+    email_lists(config, args.out, args.sent_log, args.k, args.max_sends, log=_console().print)
+
+
 def cmd_audit(args: argparse.Namespace) -> None:
     from hyperrec.serve.audit_report import run_audit
     from hyperrec.serve.config import load_serve_config
@@ -344,6 +353,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="serve settings, e.g. store.kind=redis ranking.max_batch_size=64")
     p.set_defaults(func=cmd_serve)
 
+    p = commands.add_parser("email", help="email lists from the served model for every shopper who consented to email")
+    p.add_argument("--config", type=Path, help="serve YAML (its registry, version, event log and consent defaults)")
+    p.add_argument("--registry", type=Path, help="registry root (default: experiments/registry)")
+    p.add_argument("--version", help="current (default), last-good, latest or vNNNN")
+    p.add_argument("--event-log", type=Path, help="the endpoint's event log: consent, recent behaviour (default: data/store/served)")
+    p.add_argument("--out", type=Path, required=True, help="this run's lists, .parquet: user_id, rank, item_id, score, reason, ...")
+    p.add_argument("--sent-log", type=Path, default=Path("experiments/email/sent.parquet"), help="every list sent so far (appended)")
+    p.add_argument("--k", type=int, default=10, help="items per email")
+    p.add_argument("--max-sends", type=int, default=2, help="an item sent to a shopper this many times is not sent to them again")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="serve settings, e.g. privacy.consent.email=true")
+    p.set_defaults(func=cmd_email)
+
     p = commands.add_parser("audit", help="why did this shopper see this item: the decision records of a user, session or trace id")
     p.add_argument("--user", help="the shop's user id (hashed with $HYPERREC_ID_KEY, as the server did)")
     p.add_argument("--session", help="a session id (hashed the same way)")
@@ -416,8 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(verbose=args.verbose)
-    if args.command == "recommend" and args.k < 1:
+    if args.command in ("recommend", "email") and args.k < 1:
         print("error: --k must be at least 1", file=sys.stderr)
+        return 2
+    if args.command == "email" and args.max_sends < 1:
+        print("error: --max-sends must be at least 1", file=sys.stderr)
         return 2
     try:
         args.func(args)

@@ -86,3 +86,14 @@ def show_requests(console: Console, url: str, version_dir: Path) -> None:
         console.print_json(data=client.post("/events", json=[event]).json())
         after = client.post("/recommend", json={"user_id": shopper, "k": 3}).json()
         console.print(f"the next answer ({after['served_by']}): " + ", ".join(f"{i['item_id']} ({i['reason']})" for i in after["items"]))
+        # an anonymous session: its first view personalizes it, and its product page shows what goes with the item
+        visit = f"demo-visit-{uuid.uuid4().hex[:8]}"
+        view = {"event_type": "view", "session_id": visit, "item_id": new_item, "timestamp": datetime.now(UTC).isoformat()}
+        client.post("/events", json=[view])
+        console.print(f"an anonymous session views {new_item}:")
+        for page in ({"page": "home"}, {"page": "product"}):
+            ask = {"session_id": visit, "k": 3, "context": page} | ({"item_id": new_item} if page["page"] == "product" else {})
+            seen = client.post("/recommend", json=ask).json()
+            listed = ", ".join(f"{i['item_id']} ({i['reason']})" for i in seen["items"])
+            console.print(f"  {page['page']} page ({seen['served_by']}): {listed}")
+        console.print(f"the storefront page: [bold]{url}/shop[/] (pick a shopper or browse anonymously; every click is an event)")

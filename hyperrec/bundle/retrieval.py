@@ -31,6 +31,7 @@ from hyperrec.data.basket_examples import hour_and_weekday
 from hyperrec.models.item_index import IndexKind, build_index
 
 LOG_PRICE = FEATURE_NAMES.index("log_price")
+DISCOVER_SEEDS = 20  # the shopper's own items whose bought-together rows the discover placement draws on
 DEVICE_CODES = {"web": 1, "ios": 2, "android": 3}  # 0 = unknown or other, as the two-tower model learned them
 
 
@@ -206,7 +207,9 @@ class Retrieval:
             blocked = np.concatenate([blocked, bought, state.live_items()])
         pool.add(self.available(ann, blocked)[: c.ann_top_n], ANN)
         pool.add(self.available(popular, blocked), POPULARITY)
-        if page != "discover":
+        if page == "discover":  # items bought with what they buy most and lately: new to them, close to their baskets
+            self._add_related(pool, np.r_[bought[np.lexsort((ago, -counts))][:DISCOVER_SEEDS], state.live_items()], blocked)
+        else:
             pool.add(self.available(bought[np.lexsort((ago, -counts))][: c.repeat_top_n], blocked), REPEAT)
         if page == "cart" and state.cart:
             cart = np.fromiter(state.cart, np.int64, len(state.cart))

@@ -123,6 +123,10 @@ class Bundle:
         path = self.path / files.BOUGHT_TOGETHER
         return BoughtTogether.load(path) if path.is_file() else None
 
+    def shopper_ids(self) -> list[str]:
+        """The ids of the shoppers the version's seed holds, sorted (only that column is read)."""
+        return sorted(pd.read_parquet(self.path / files.USER_BASKETS, columns=["user_id"])["user_id"].astype(str).unique())
+
     def user_baskets(self) -> dict[str, list[np.ndarray]]:
         """The export's per-user baskets as user id -> baskets, oldest first."""
         frame = pd.read_parquet(self.path / files.USER_BASKETS)

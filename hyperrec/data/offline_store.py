@@ -1,7 +1,9 @@
 """Offline store: events as Parquet partitioned by day and event type.
 
 Appends never rewrite what is there: each append writes new files tagged with a batch number,
-and reading sorts by (batch, row) so that events come back exactly as they went in. The store
+and reading sorts by (batch, row) so that events come back exactly as they went in. A new file is
+written in a hidden staging folder and renamed into place, so a reader running beside a writer sees
+a part whole or not at all (it once read a 4-byte part being written and failed). The store
 remembers the content hash of every file ingested into it, so the same file is not appended twice
 by mistake; the catalog is merged, newer rows winning. The one rewrite is erasure (`erase`): the
 parts holding a shopper's rows are replaced, one file at a time, by copies without them.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,7 +46,13 @@ class OfflineStore:
         self.ingest_log = self.root / "ingested.json"
 
     def has_events(self) -> bool:
-        return self.events_dir.exists() and any(self.events_dir.rglob("*.parquet"))
+        return any(self._parts())
+
+    def _parts(self) -> Iterable[Path]:
+        """The event files, not those still being written (in hidden staging folders or under hidden names)."""
+        if not self.events_dir.exists():
+            return iter(())
+        return (p for p in self.events_dir.rglob("*.parquet") if not any(n.startswith(".") for n in p.relative_to(self.events_dir).parts))
 
     def ingested(self) -> dict[str, dict]:
         """Content hash -> {file, events, at} of every file ingested so far."""
@@ -69,19 +78,29 @@ class OfflineStore:
         table = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
         table = table.append_column("event_date", pc.strftime(table.column("timestamp"), format="%Y-%m-%d"))
         written: list = []
+        staging = self.events_dir / f".staging-{batch}"  # a leading dot: datasets never read it
         ds.write_dataset(
             table,
-            self.events_dir,
+            staging,
             format="parquet",
             partitioning=_PARTITIONING,
             basename_template=f"part-{batch}-{{i}}.parquet",
             existing_data_behavior="overwrite_or_ignore",
-            file_visitor=written.append if durable else None,
+            file_visitor=written.append,
         )
+        placed = []
         for file in written:
-            _fsync(Path(file.path))
-        for folder in {folder for file in written for folder in Path(file.path).parents[:3]}:  # type, day and events folders
-            _fsync(folder)
+            source = Path(file.path)
+            target = self.events_dir / source.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if durable:
+                _fsync(source)
+            os.replace(source, target)
+            placed.append(target)
+        shutil.rmtree(staging, ignore_errors=True)
+        if durable:
+            for folder in {folder for path in placed for folder in path.parents[:3]}:  # type, day and events folders
+                _fsync(folder)
         return table.num_rows
 
     def read(self, event_types: list[str] | None = None) -> pd.DataFrame:
@@ -117,7 +136,7 @@ class OfflineStore:
             return 0
         session_ids = sorted(set(sessions))
         removed = 0
-        for part in sorted(self.events_dir.rglob("*.parquet")):
+        for part in sorted(self._parts()):
             table = pq.ParquetFile(part).read()  # the file alone: its partition columns stay in its path
             users, session_column = table.column("user_id"), table.column("session_id")
             their_sessions = pc.is_in(session_column, value_set=pa.array(session_ids, session_column.type))

@@ -34,7 +34,7 @@ import numpy as np
 from fastapi import Body, Depends, FastAPI, HTTPException, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter, ValidationError
 from ray import serve
@@ -42,12 +42,13 @@ from ray.serve.handle import DeploymentHandle
 
 from hyperrec.data.events import EVENT_TYPES, MODEL_BY_TYPE, Event
 from hyperrec.registry import Registry, RegistryError
+from hyperrec.serve import shop_page
 from hyperrec.serve.canary import Canary
 from hyperrec.serve.config import AdminConfig, ServeConfig
 from hyperrec.serve.erasure import erase_user
 from hyperrec.serve.flow import LocalStages, RecommendFlow
 from hyperrec.serve.metrics import ServeMetrics
-from hyperrec.serve.online_store import MemoryStore, OnlineStore
+from hyperrec.serve.online_store import make_store
 from hyperrec.serve.ray_env import reuse_listening_address
 from hyperrec.serve.schemas import (
     CanaryRequest,
@@ -71,6 +72,7 @@ from hyperrec.serve.schemas import (
 from hyperrec.serve.stages import RankingStage, RetrievalStage
 
 QUIET_LOGS = {"log_level": "WARNING", "enable_access_log": False}  # a log line per request costs more than the request
+SHOP_SHOPPERS = 8  # known shoppers the storefront page offers
 CATALOG_EVENTS = ("stock_change", "price_change")  # sent by the shop's systems, not by shoppers: they need a token
 api = FastAPI(title="hyperrec", description="Personalized recommendations: retrieval, ranking and business policy.", version="0.1.0")
 bearer = HTTPBearer(
@@ -186,14 +188,6 @@ def canary_status(canary: Canary) -> CanaryStatus:
     return CanaryStatus(version=canary.version, share=canary.share, started=canary.started)
 
 
-def make_store(config: ServeConfig) -> OnlineStore:
-    if config.store.kind == "redis":
-        from hyperrec.serve.redis_store import RedisStore
-
-        return RedisStore(config.store.redis_url, config.store.namespace, consent=config.privacy.consent)
-    return MemoryStore(consent=config.privacy.consent)
-
-
 @serve.deployment
 class RetrievalDeployment:
     def __init__(self, config: dict[str, Any]):
@@ -280,6 +274,7 @@ class Ingress:
         self.store = make_store(self.config)
         self.flow = RecommendFlow(self.config, self.store, self.stages, self.metrics)
         await self.flow.start()
+        self.shop_page = shop_page.render(self.flow.registry.bundle(self.flow.current).shopper_ids()[:SHOP_SHOPPERS])
 
     def __del__(self) -> None:
         """Ray Serve calls this when the replica stops (serve.shutdown, SIGTERM): the audit log's queue is written out."""
@@ -330,6 +325,10 @@ class Ingress:
             problems = [Problem(field=f"body.{r.index}", message=r.reason) for r in result.rejected]
             return invalid(problems, detail=f"no event accepted: {len(problems)} broke the contract")
         return result
+
+    @api.get("/shop", response_class=HTMLResponse, include_in_schema=False)  # a page for people, not part of the API
+    async def shop(self) -> HTMLResponse:
+        return HTMLResponse(self.shop_page)
 
     @api.get("/healthz", response_model=Health)
     async def healthz(self) -> Health:

@@ -392,8 +392,17 @@ class RecommendFlow:
                 self.store.add_shown(subject, [p.item for p in picks])
         except Exception as exc:  # a lost impression count must not fail the answer
             logger.warning("online store: impressions of %s %s not recorded: %s", *subject, exc)
+        table = items.table
         answer = [
-            {"item_id": items.table.item_ids[p.item], "score": round(p.score, 6), "reason": p.reason, "sources": p.sources} for p in picks
+            {
+                "item_id": table.item_ids[p.item],
+                "score": round(p.score, 6),
+                "reason": p.reason,
+                "title": table.title[p.item] or None,
+                "price": prices.get(p.item, None if np.isnan(table.price[p.item]) else float(table.price[p.item])),
+                "sources": p.sources,
+            }
+            for p in picks
         ]
         timer.lap("response")
         response = RecommendResponse(

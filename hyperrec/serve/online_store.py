@@ -46,6 +46,7 @@ from pydantic import Field
 
 from hyperrec.bundle.user_state import EMPTY, ITEM_EVENTS, MAX_BASKETS, ConsentRecord, Recent, UserState, latest_consent, newer_consent
 from hyperrec.config import StrictModel
+from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.privacy import ConsentConfig
 
 Subject = tuple[Literal["user", "session"], str]
@@ -342,3 +343,12 @@ class MemoryStore(OnlineStore):
 def unique_in_order(items: Iterable[int]) -> list[int]:
     seen: dict[int, None] = dict.fromkeys(int(i) for i in items)
     return list(seen)
+
+
+def make_store(config: ServeConfig) -> OnlineStore:
+    """The store `config.store` names, with the configured consent defaults."""
+    if config.store.kind == "redis":
+        from hyperrec.serve.redis_store import RedisStore  # it builds on this module
+
+        return RedisStore(config.store.redis_url, config.store.namespace, consent=config.privacy.consent)
+    return MemoryStore(consent=config.privacy.consent)

@@ -97,8 +97,9 @@ class Policy:
 
     @staticmethod
     def _recent_items(state: UserState) -> np.ndarray:
-        """The user's last RECENT_FOR_REASONS distinct items, most recent first."""
-        recent = state.history().flat[::-1]
+        """The user's last RECENT_FOR_REASONS distinct items, most recent first: what they are looking at now (viewed,
+        clicked or carted since their last purchase), then what they bought."""
+        recent = np.concatenate([state.history().flat, state.live_items()])[::-1]
         _, first = np.unique(recent, return_index=True)
         return recent[np.sort(first)][:RECENT_FOR_REASONS]
 

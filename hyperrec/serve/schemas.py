@@ -95,6 +95,8 @@ class RecommendedItem(BaseModel):
         description="the ranker's score plus business weights; the list is in the policy's order (diversity may put a lower score first)"
     )
     reason: str
+    title: str | None = Field(None, description="the catalogue's title (null when it has none)")
+    price: float | None = Field(None, description="the current price: the latest price event's, else the catalogue's (null: unknown)")
     sources: list[Source] = Field(
         description="the candidate sources that brought it: ann (the shopper's embedding), repeat (their own items), popularity, "
         "bought_with (the page's items), similar (the product page item's neighbours), search (title match)"

@@ -1,0 +1,93 @@
+"""The discover placement ("new for you") on a run's own split (README table), against the baselines' new-item lists.
+
+    .venv/bin/python benchmarks/discover_shelf.py experiments/runs/<run> experiments/registry-instacart [v0001]
+
+new_item_recall@10 as `hyperrec eval` computes it: each method ranks with the user's own items excluded and is
+scored on the test basket's items new to the user (users with none are left out). The served path runs the code
+a request runs (`Retrieval.candidates` with placement discover -> the served ranker -> `Policy.select`), over an
+item table of the test task's own history. Paired intervals against the strongest baseline.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from hyperrec.bundle.bought_together import BoughtTogether
+from hyperrec.bundle.features import ItemTable
+from hyperrec.bundle.placements import Placement
+from hyperrec.bundle.retrieval import Retrieval, context_arrays
+from hyperrec.bundle.store import ModelRuntime
+from hyperrec.bundle.user_state import UserState
+from hyperrec.eval.evaluate import seen_items
+from hyperrec.eval.metrics import paired_bootstrap, split_recall_at_k
+from hyperrec.eval.report import print_table
+from hyperrec.export.run import load_source
+from hyperrec.models.baselines import make_baseline
+from hyperrec.models.item_index import single_threaded
+from hyperrec.registry import Registry
+from hyperrec.serve.config import PolicyConfig
+from hyperrec.serve.policy import Policy
+
+K = 10
+BATCH = 64
+WEIGHTS = (0.0, 0.5, 2.0)
+BASELINES = Path(__file__).resolve().parents[1] / "configs" / "eval" / "instacart_baselines.yaml"
+
+
+def served_lists(retrieval: Retrieval, policy: Policy, scorer, history, users: np.ndarray) -> np.ndarray:
+    out = np.full((len(users), K), -1, np.int64)
+    for start in range(0, len(users), BATCH):
+        rows = range(start, min(start + BATCH, len(users)))
+        states = [UserState.from_history(history, int(users[r])) for r in rows]
+        context = context_arrays([{}] * len(states), np.full(len(states), 1.7e9))
+        found = retrieval.candidates(states, context, placements=[Placement("discover")] * len(states))
+        for r, state, candidates in zip(rows, states, found):
+            picks = policy.select(candidates, scorer(candidates.features), state, K)
+            out[r, : len(picks)] = [p.item for p in picks]
+    return out
+
+
+def main(run: Path, registry_root: Path, version: str = "current") -> None:
+    single_threaded()
+    registry = Registry(registry_root)
+    bundle = registry.bundle(registry.resolve(version))
+    source = load_source(run)
+    task, catalog = source.split.test, source.dataset.catalog
+    seen = seen_items(task)
+    params = yaml.safe_load(BASELINES.read_text())["methods"]
+    lists = {}
+    for kind in ("top_frequency", "item_knn"):
+        model = make_baseline(kind, params[kind].get("params")).fit(task.history)
+        lists[kind + (" (= popularity among new items)" if kind == "top_frequency" else ", tuned")] = model.recommend(
+            task.users, K, exclude=seen
+        )[0]
+    runtime = ModelRuntime()
+    table = ItemTable.from_history(task.history, catalog)
+    together = BoughtTogether.from_history(task.history)
+    retrieval = Retrieval(bundle.encoder(runtime), bundle.item_vectors, table, bundle.manifest.retrieval, bought_together=together)
+    for weight in WEIGHTS:
+        policy = Policy(PolicyConfig(placement_weight=weight), table, bundle.item_vectors)
+        lists[f"served discover placement (placement_weight {weight:g})"] = served_lists(
+            retrieval, policy, bundle.scorer(runtime), task.history, task.users
+        )
+    for name, recs in lists.items():
+        own = sum(np.isin(row, s).sum() for row, s in zip(recs, seen))
+        assert own == 0, f"{name} listed {own} of the users' own items"
+    per_user = {name: split_recall_at_k(recs, task.targets, seen, K)[1] for name, recs in lists.items()}
+    defined = ~np.isnan(next(iter(per_user.values())))
+    table_out = pd.DataFrame({"new_item_recall@10": {n: float(np.nanmean(v)) for n, v in per_user.items()}})
+    table_out.index.name = "method"
+    print_table(table_out.round(4), f"Discover shelf ({int(defined.sum())} test users with new items in their basket)")
+    best = max((n for n in per_user if not n.startswith("served")), key=lambda n: np.nanmean(per_user[n]))
+    for name in (n for n in per_user if n.startswith("served")):
+        mean, low, high = paired_bootstrap(per_user[name], per_user[best], samples=2_000)
+        print(f"{name} vs {best}: new_item_recall@10 {mean:+.4f} [{low:+.4f}, {high:+.4f}] (paired, 2,000 resamples)")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:4])
