@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import aiohttp
 import numpy as np
@@ -182,14 +183,37 @@ def recommend_sender(session: aiohttp.ClientSession, url: str, bodies: list[dict
     return send
 
 
-async def http_step(url: str, bodies: list[dict], rate: float, seconds: float) -> StepResult:
+def session_sender(session: aiohttp.ClientSession, url: str, bodies: list[dict], items: list[str], seed: int = 0) -> Send:
+    """Request i first posts 1-3 views of random `items` by bodies[i]'s shopper, in their session, to /events, then
+    asks /recommend for that session: the shopper's state has just changed, so the candidate cache cannot answer.
+    Its latency runs from when it was due to the recommendation's answer, the events included (what the page waits for)."""
+    rng = random.Random(seed)
+    views = [rng.sample(items, rng.randint(1, 3)) for _ in range(len(bodies))]
+
+    async def send(i: int) -> Reply:
+        body = bodies[i % len(bodies)]
+        body = body | {"session_id": f"bench-{body['user_id']}"}
+        now = datetime.now(UTC).isoformat()
+        events = [
+            {"event_type": "view", "user_id": body["user_id"], "session_id": body["session_id"], "item_id": item, "timestamp": now}
+            for item in views[i % len(views)]
+        ]
+        await post_json(session, f"{url}/events", events)
+        answer = await post_json(session, f"{url}/recommend", body)
+        return reply_of(body, answer["served_by"], answer["degraded"], answer.get("stage_ms", {}))
+
+    return send
+
+
+async def http_step(url: str, bodies: list[dict], rate: float, seconds: float, view_items: list[str] | None = None) -> StepResult:
+    """An open-loop step over HTTP; with `view_items`, the session step (`session_sender`)."""
     connector = aiohttp.TCPConnector(limit=1000)
     async with aiohttp.ClientSession(connector=connector) as session:
-        send = recommend_sender(session, url, bodies)
+        send = session_sender(session, url, bodies, view_items) if view_items else recommend_sender(session, url, bodies)
         await open_loop(send, rate, min(2.0, seconds), "warm-up")
-        return await open_loop(send, rate, seconds, "http")
+        return await open_loop(send, rate, seconds, "http session" if view_items else "http")
 
 
-def http_step_in_this_process(url: str, bodies: list[dict], rate: float, seconds: float) -> StepResult:
+def http_step_in_this_process(url: str, bodies: list[dict], rate: float, seconds: float, view_items: list[str] | None = None) -> StepResult:
     """`http_step` on an event loop of its own: the entry point of a client process."""
-    return asyncio.run(http_step(url, bodies, rate, seconds))
+    return asyncio.run(http_step(url, bodies, rate, seconds, view_items))

@@ -104,15 +104,23 @@ async def in_process_step(config: ServeConfig, bodies: list[dict], rate: float, 
         flow.stages.close()
 
 
-def client_step(client: Client, url: str, bodies: list[dict], rate: float, seconds: float) -> StepResult:
-    """One open-loop HTTP step, its load generator placed as `client` says."""
+def client_step(
+    client: Client, url: str, bodies: list[dict], rate: float, seconds: float, view_items: list[str] | None = None
+) -> StepResult:
+    """One open-loop HTTP step (with `view_items`, the session step), its load generator placed as `client` says."""
     if client == "inline":
-        return http_step_in_this_process(url, bodies, rate, seconds)
+        return http_step_in_this_process(url, bodies, rate, seconds, view_items)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(http_step_in_this_process, url, bodies, rate, seconds).result()
+        return pool.submit(http_step_in_this_process, url, bodies, rate, seconds, view_items).result()
 
 
-def http_steps(config: ServeConfig, users: list[str], rates: list[float], seconds: float, client: Client, console: Console) -> list:
+def http_steps(
+    config: ServeConfig, users: list[str], rates: list[float], seconds: float, client: Client, console: Console, session_step: bool = True
+) -> list:
+    """Per rate, the HTTP step, then (`session_step`) the same rate with 1-3 view events before each request."""
+    registry = Registry(config.registry)
+    table = registry.bundle(registry.resolve(config.version)).item_table()
+    view_items = [str(i) for i in table.item_ids[table.in_stock]] if session_step else []
     url = start(config)
     results = []
     try:
@@ -120,6 +128,9 @@ def http_steps(config: ServeConfig, users: list[str], rates: list[float], second
             bodies = recommend_bodies(users, int(rate * seconds) + 1, seed=int(rate))
             results.append(client_step(client, url, bodies, rate, seconds))
             console.print(f"  {_line(results[-1])}")
+            if view_items:
+                results.append(client_step(client, url, bodies, rate, seconds, view_items))
+                console.print(f"  {_line(results[-1])}")
     finally:
         stop()
         time.sleep(SETTLE_S)
@@ -135,6 +146,8 @@ def _line(r: StepResult) -> str:
 def measure(
     config: ServeConfig, rates: list[float], seconds: float, console: Console, label: str, client: Client, serial_too: bool = True
 ) -> list[StepResult]:
+    """The steps of one version: serial (`serial_too`), in process, over HTTP, and over HTTP with the session step
+    (`serial_too` too: the main catalogue's table has them, the catalogue-size rows do not)."""
     registry = Registry(config.registry)
     users = list(registry.bundle(registry.resolve(config.version)).user_baskets())
     results = asyncio.run(serial_steps(config, recommend_bodies(users, 2 * SERIAL_REQUESTS, seed=1))) if serial_too else []
@@ -143,13 +156,13 @@ def measure(
         results.append(asyncio.run(in_process_step(config, bodies, rate, seconds)))
     for result in results:
         console.print(f"  {_line(result)}")
-    results += http_steps(config, users, rates, seconds, client, console)
+    results += http_steps(config, users, rates, seconds, client, console, session_step=serial_too)
     console.print(f"  [{label}] load generator: in-process steps in {PLACEMENT['in-process']}; http in {PLACEMENT[client]}")
     return results
 
 
 def rows_of(results: list[StepResult], client: Client, **columns) -> tuple[list[dict], list[dict]]:
-    placement = {"in-process": PLACEMENT["in-process"], "http": PLACEMENT[client]}
+    placement = {"in-process": PLACEMENT["in-process"], "http": PLACEMENT[client], "http session": PLACEMENT[client]}
     rows = [columns | r.row() | {"client": placement.get(r.target, PLACEMENT["in-process"])} for r in results]
     return rows, [columns | r.stage_row() for r in results]
 

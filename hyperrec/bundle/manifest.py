@@ -28,6 +28,7 @@ ITEM_INDEX = "item_index.faiss"  # the retrieval index built over ITEM_VECTORS w
 ITEMS = "items.parquet"  # the item table (hyperrec/bundle/features.py::ItemTable)
 USER_BASKETS = "user_baskets.parquet"  # (user_id, basket, item) rows: the online store's seed
 TRITON = "triton"  # a Triton model repository of the same ONNX files
+COHORTS = "cohorts.parquet"  # (cohort, rank, item): the lists of shoppers with nothing yet, by context (cohorts.py)
 BOUGHT_TOGETHER = "bought_together.npz"  # each item's top co-purchased items (bought_together.py): product and cart placements
 DRIFT_REFERENCE = "drift_reference.npz"  # the ranker's inputs and scores at export, for drift monitors (drift.py)
 SERVED_PER_USER = "served_per_user.csv.gz"  # per-user metrics of the served path, for paired comparisons

@@ -55,6 +55,7 @@ class Pool:
 
     def __init__(self) -> None:
         self.parts: list[tuple[np.ndarray, np.uint8, np.ndarray, np.ndarray]] = []  # items, source bit, affinity, via
+        self.ann = np.empty(0, np.int64)  # the ANN's items added, in its order (their rank is a ranking feature)
 
     def add(self, items: np.ndarray, source: np.uint8, affinity: np.ndarray | None = None, via: np.ndarray | None = None) -> None:
         n = len(items)
@@ -78,6 +79,8 @@ class Pool:
         distinct, inverse = np.unique(items, return_inverse=True)
         sources = np.zeros(len(distinct), np.uint8)
         np.bitwise_or.at(sources, inverse, bits)
+        if not affinity.any() and (via < 0).all():  # home: no source of its own (the common case, kept cheap)
+            return distinct, sources, np.zeros(len(distinct)), np.full(len(distinct), -1, np.int64)
         order = np.lexsort((-affinity, inverse))  # per item, its best affinity first (stable among equals: the first source)
         first = order[np.r_[True, inverse[order][1:] != inverse[order][:-1]]]
         return distinct, sources, affinity[first], via[first]

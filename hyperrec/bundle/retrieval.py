@@ -166,8 +166,7 @@ class Retrieval:
             pool, note = self._pool(state, placement, ann[row][ann[row] >= 0], popular, blocked)
             items, sources, affinity, via = pool.gather()
             score = self.item_vectors[items] @ vectors[row]
-            found = items[(sources & ANN) > 0]
-            found = ann[row][np.isin(ann[row], found)]  # in the ANN's order
+            found = pool.ann  # the ANN's items among the candidates, in its order
             features = candidate_features(state, items, score, ann_ranks(found, items), self.table, self.columns)
             for position in np.flatnonzero(np.isin(items, priced)):
                 features[position, LOG_PRICE] = np.log1p(prices[int(items[position])])
@@ -205,7 +204,8 @@ class Retrieval:
         bought, counts, ago = state.item_counts()
         if page == "discover":  # nothing the shopper bought or is looking at now
             blocked = np.concatenate([blocked, bought, state.live_items()])
-        pool.add(self.available(ann, blocked)[: c.ann_top_n], ANN)
+        pool.ann = self.available(ann, blocked)[: c.ann_top_n]
+        pool.add(pool.ann, ANN)
         pool.add(self.available(popular, blocked), POPULARITY)
         if page == "discover":  # items bought with what they buy most and lately: new to them, close to their baskets
             self._add_related(pool, np.r_[bought[np.lexsort((ago, -counts))][:DISCOVER_SEEDS], state.live_items()], blocked)

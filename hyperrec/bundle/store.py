@@ -18,6 +18,7 @@ from pydantic import Field
 
 from hyperrec.bundle import manifest as files
 from hyperrec.bundle.bought_together import BoughtTogether
+from hyperrec.bundle.cohorts import CohortLists
 from hyperrec.bundle.drift import DriftReference
 from hyperrec.bundle.features import ItemTable
 from hyperrec.bundle.manifest import IndexSettings, Manifest, read_manifest
@@ -67,9 +68,11 @@ def write(
     user_baskets: pd.DataFrame,
     drift: DriftReference,
     bought_together: BoughtTogether,
+    cohorts: CohortLists,
 ) -> None:
     """The retrieval side of a version and its drift reference (the ONNX files are written, and checked, by export)."""
     drift.save(folder / files.DRIFT_REFERENCE)
+    cohorts.save(folder / files.COHORTS)
     bought_together.save(folder / files.BOUGHT_TOGETHER)
     np.save(folder / files.ITEM_VECTORS, np.ascontiguousarray(item_vectors, np.float32))
     save_index(index, folder / files.ITEM_INDEX)
@@ -117,6 +120,11 @@ class Bundle:
         index = load_index(saved, config.use_gpu) if saved.is_file() and self.manifest.index == settings else None
         together = self.bought_together()
         return Retrieval(self.encoder(runtime), self.item_vectors, self.item_table(), config, index=index, bought_together=together)
+
+    def cohorts(self) -> CohortLists:
+        """Empty for a version exported before cohort lists were kept (its cold shoppers get the global list)."""
+        path = self.path / files.COHORTS
+        return CohortLists.load(path) if path.is_file() else CohortLists({})
 
     def bought_together(self) -> BoughtTogether | None:
         """None for a version exported before it was kept (its product and cart pages have no "bought with")."""

@@ -28,6 +28,7 @@ from pydantic import Field
 
 from hyperrec.bundle import manifest as files
 from hyperrec.bundle.bought_together import BoughtTogether
+from hyperrec.bundle.cohorts import CohortLists
 from hyperrec.bundle.features import FEATURE_NAMES, ItemTable
 from hyperrec.bundle.manifest import IndexSettings, Manifest, ParityCheck
 from hyperrec.bundle.onnx_models import OnnxEncoder, OnnxScorer
@@ -173,15 +174,27 @@ def write_serving_side(
     user_ids: np.ndarray,
     scorer: OnnxScorer,
     rng: np.random.Generator,
+    events: pd.DataFrame | None = None,
 ) -> None:
     """What serving reads besides the ONNX files: vectors, index, today's item table, the shoppers' seed, the items
-    bought together, and the drift reference taken from that same serving retrieval."""
+    bought together, the cohort lists (from `events`: item events with their context; none without), and the drift
+    reference taken from that same serving retrieval."""
     items = ItemTable.from_history(history, catalog)
     serving = Retrieval(encoder, item_vectors, items, config, index=index)
     drift = serving_reference(serving, scorer, history, rng)
     baskets = user_baskets_frame(history, user_ids)
     together = BoughtTogether.from_history(history)
-    write(folder, item_vectors=item_vectors, index=index, items=items, user_baskets=baskets, drift=drift, bought_together=together)
+    cohorts = CohortLists.from_events(events, pd.Index(catalog["item_id"])) if events is not None else CohortLists({})
+    write(
+        folder,
+        item_vectors=item_vectors,
+        index=index,
+        items=items,
+        user_baskets=baskets,
+        drift=drift,
+        bought_together=together,
+        cohorts=cohorts,
+    )
 
 
 def evaluate_bundle(retrieval: Retrieval, scorer: OnnxScorer, split: Split, folder: Path) -> BundleEvaluation:
@@ -221,7 +234,12 @@ def export_run(run_dir: Path, config: ExportConfig, log: Callable[[str], object]
         test_retrieval = Retrieval(encoder.encoder, plan.item_vectors, ItemTable.from_history(split.test.history, catalog), r, index=index)
         evaluation = evaluate_bundle(test_retrieval, ranker.scorer, split, staging)
 
-        write_serving_side(staging, encoder.encoder, plan.item_vectors, index, r, split.full, catalog, split.user_ids, ranker.scorer, rng)
+        data = source.config.data
+        events = source.dataset.events
+        events = events[events["event_type"].isin(data.event_types) & events["item_id"].notna()]
+        write_serving_side(
+            staging, encoder.encoder, plan.item_vectors, index, r, split.full, catalog, split.user_ids, ranker.scorer, rng, events
+        )
         write_triton(staging, plan, config.gpu)
         manifest = Manifest(
             source_run=str(run_dir),

@@ -48,7 +48,7 @@ from hyperrec.serve.config import AdminConfig, ServeConfig
 from hyperrec.serve.erasure import erase_user
 from hyperrec.serve.flow import LocalStages, RecommendFlow
 from hyperrec.serve.metrics import ServeMetrics
-from hyperrec.serve.online_store import make_store
+from hyperrec.serve.online_store import make_store, shopper_key
 from hyperrec.serve.ray_env import reuse_listening_address
 from hyperrec.serve.schemas import (
     CanaryRequest,
@@ -410,8 +410,8 @@ class Ingress:
         """The event log's parts are rewritten off the event loop; requests go on meanwhile."""
         logs = {"event_log": self.flow.event_log} if self.flow.event_log is not None else {}
         result = await asyncio.to_thread(erase_user, request.user_id, self.store, logs)
-        for subject in [f"user:{request.user_id}", *(f"session:{s}" for s in result.sessions)]:
-            self.flow.cache.drop(subject)  # on the event loop, like every other use of the cache
+        for subject in [("user", request.user_id), *(("session", s) for s in result.sessions)]:
+            self.flow.cache.drop(shopper_key(subject))  # on the event loop, like every other use of the cache
         return result
 
 

@@ -21,9 +21,11 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from hyperrec.bundle.cohorts import CohortLists
 from hyperrec.bundle.placements import HOME, Placement
 from hyperrec.bundle.retrieval import Candidates, context_arrays
 from hyperrec.bundle.user_state import UserState
+from hyperrec.data.basket_examples import hour_and_weekday
 from hyperrec.data.events import events_to_table, frame_to_records, validate_events
 from hyperrec.data.offline_store import OfflineStore
 from hyperrec.models.item_index import single_threaded
@@ -36,10 +38,10 @@ from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.event_log import GroupCommitLog
 from hyperrec.serve.metrics import ServeMetrics
 from hyperrec.serve.monitors import Monitor, Verdict
-from hyperrec.serve.online_store import Action, OnlineStore, Subject
+from hyperrec.serve.online_store import Action, OnlineStore, Subject, shopper_key
 from hyperrec.serve.policy import Pick, Policy, popular_picks
 from hyperrec.serve.privacy import NO_CONSENT, ConsentSnapshot, Pseudonyms
-from hyperrec.serve.schemas import EventsResponse, RecommendRequest, RecommendResponse
+from hyperrec.serve.schemas import EventsResponse, RecommendContext, RecommendRequest, RecommendResponse
 from hyperrec.serve.stages import RankingStage, RetrievalStage
 
 logger = logging.getLogger(__name__)
@@ -117,6 +119,13 @@ class VersionItems:
         self.popular_in_stock = self.table.popular_in_stock()
         self.policy = Policy(config.policy, self.table, bundle.item_vectors)
         self.drift = bundle.drift_reference()
+        cohorts = bundle.cohorts()
+        self.cohorts = CohortLists({key: listed[self.table.in_stock[listed]] for key, listed in cohorts.lists.items()})
+
+    def cold_list(self, context: RecommendContext, now: float) -> tuple[np.ndarray, str]:
+        """What a shopper with nothing to go on gets in this context: their cohort's list (cohorts.py), else the global one."""
+        found = self.cohorts.for_context(context.device, context.channel, int(hour_and_weekday(np.array([now]))[0][0]))
+        return found if found is not None else (self.popular_in_stock, "popular right now")
 
 
 class StageFailed(Exception):
@@ -318,7 +327,8 @@ class RecommendFlow:
 
     async def recommend(self, request: RecommendRequest) -> RecommendResponse:
         started = time.perf_counter()
-        shoppers = [":".join(s) for s in _subjects(request)]
+        subjects = _subjects(request)
+        shoppers = [shopper_key(s) for s in subjects]
         version = self._version_for(shoppers[0])
         items = self.items[version]
         excluded = np.array([items.index[i] for i in request.exclude if i in items.index], np.int64)
@@ -335,7 +345,7 @@ class RecommendFlow:
             degraded.append(f"online store: {type(exc).__name__}: {exc}"[:300])
             fell_back = store_down = True
             state, out_of_stock, prices, consent = None, np.empty(0, np.int64), {}, NO_CONSENT
-            subject = _subjects(request)[0]
+            subject = subjects[0]
         if consent.known and not consent.personalization:  # a non-personal answer (popularity), saying why
             defaulted = "personalization" in consent.defaulted
             degraded.append(f"consent: personalization {'not given (the default)' if defaulted else 'withdrawn'}")
@@ -346,7 +356,7 @@ class RecommendFlow:
         picks: list[Pick] | None = None
         served_by, served_version = "popularity", version
         in_cart = np.fromiter(state.cart, np.int64, len(state.cart)) if state is not None else np.empty(0, np.int64)
-        anchor = np.array([placement.anchor] if placement.seeded and placement.anchor >= 0 else [], np.int64)
+        anchor = np.array([placement.anchor] if placement.anchor >= 0 else [], np.int64)
         blocked = np.concatenate([out_of_stock, excluded, in_cart, anchor])  # the cart's items, the page's item: no recommendation
         candidates: Candidates | None = None
         if state is not None and (state.has_signal or placement.seeded):  # else nothing bought, viewed or carted yet
@@ -383,8 +393,9 @@ class RecommendFlow:
                 fell_back = True
                 timer.lap("retrieval")
         if picks is None:
-            picks = popular_picks(items.table, items.popular_in_stock, blocked, request.k)
-        elif len(picks) < request.k:
+            ranked, reason = items.cold_list(request.context, time.time())
+            picks = popular_picks(items.table, ranked, blocked, request.k, reason)
+        if len(picks) < request.k:
             taken = np.array([p.item for p in picks], np.int64)
             picks += popular_picks(items.table, items.popular_in_stock, np.concatenate([blocked, taken]), request.k - len(picks))
         try:
@@ -469,7 +480,7 @@ class RecommendFlow:
             placement.key,
             tuple(state.cart) if placement.page == "cart" else (),
         )
-        shopper = ":".join(subject)
+        shopper = shopper_key(subject)
         cached = self.cache.get(shopper, key)
         if cached is not None:
             return cached, True
@@ -549,10 +560,10 @@ class RecommendFlow:
                 action = Action.of(event, item)
                 actions.append(action)
                 if self.monitor is not None and item >= 0:  # a delayed label of an answer that showed the item
-                    self.monitor.quality.label([":".join(s) for s in action.subjects()], kind, item, arrived)
+                    self.monitor.quality.label([shopper_key(s) for s in action.subjects()], kind, item, arrived)
                 if kind == "consent" and event.purpose == "personalization" and not event.granted:
                     for subject in action.subjects():
-                        self.cache.drop(":".join(subject))
+                        self.cache.drop(shopper_key(subject))
         self.store.apply(sorted(actions, key=lambda a: a.time_us))  # a batch in time order (stable), as export orders the log
         return unknown
 

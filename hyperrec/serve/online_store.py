@@ -50,6 +50,13 @@ from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.privacy import ConsentConfig
 
 Subject = tuple[Literal["user", "session"], str]
+
+
+def shopper_key(subject: Subject) -> str:
+    """A subject as one string ("user:u1", "session:s1"): how the candidate cache and online quality know a shopper."""
+    return f"{subject[0]}:{subject[1]}"
+
+
 ENGAGEMENT = ("click", "add_to_cart", "purchase")  # events that reset an item's impression count
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SEED_TIME = float("-inf")  # seeded baskets (no time in the bundle) come before any live order

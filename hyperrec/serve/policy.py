@@ -133,8 +133,9 @@ class Policy:
         return reasons
 
 
-def popular_picks(table: ItemTable, popular_in_stock: np.ndarray, blocked: np.ndarray, k: int) -> list[Pick]:
-    """The non-personalized answer: the most popular items in stock that are not `blocked` (item indices)."""
-    head = popular_in_stock[: k + len(blocked)]
+def popular_picks(table: ItemTable, ranked: np.ndarray, blocked: np.ndarray, k: int, reason: str = "popular right now") -> list[Pick]:
+    """The non-personalized answer: the first `k` of `ranked` (item indices in stock, most popular first: the global list
+    or a cohort's) that are not `blocked`."""
+    head = ranked[: k + len(blocked)]
     chosen = head[~np.isin(head, blocked)][:k]
-    return [Pick(int(i), float(table.popularity[i]), "popular right now") for i in chosen]
+    return [Pick(int(i), float(table.popularity[i]), reason) for i in chosen]

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from hyperrec.bench.loadgen import http_step_in_this_process, recommend_bodies
 from hyperrec.bench.monitor_report import run_monitor
 from hyperrec.export.run import ExportConfig, export_run
 from hyperrec.registry import Registry
@@ -126,6 +127,15 @@ def test_placements_answer_over_http_and_bad_placements_get_a_422_naming_the_fie
     assert all({"bought_with", "similar"} & set(i["sources"]) for i in product.json()["items"])
     rules = endpoint.get("/openapi.json").json()["components"]["schemas"]["RecommendRequest"]["allOf"]
     assert [rule["anyOf"][0]["required"] for rule in rules] == [["item_id"], ["query"]]
+
+
+def test_the_bench_session_step_sends_views_then_asks_for_the_session(endpoint, exported):
+    users = [some_user(exported, 0), some_user(exported, 1)]
+    items = [str(i) for i in Registry(exported.path.parent).bundle(exported.version).item_table().item_ids[:20]]
+    step = http_step_in_this_process(str(endpoint.base_url), recommend_bodies(users, 20, k=5), rate=20, seconds=1, view_items=items)
+    assert step.target == "http session" and step.sent == 20 and step.errors == 0, step.first_error
+    session = endpoint.post("/recommend", json={"session_id": f"bench-{users[0]}", "k": 3}).json()  # the session alone
+    assert session["served_by"] == "ranker"  # its views reached the online store
 
 
 def test_the_openapi_document_carries_the_bounds_the_contract_and_every_error(endpoint):

@@ -58,11 +58,17 @@ def test_known_user_gets_a_ranked_explained_list(exported, tmp_path):
     assert any(i.reason.startswith("you b") for i in answer.items if i.item_id in bought)
 
 
-def test_unknown_user_gets_popular_items_not_an_error(exported, tmp_path):
+def test_unknown_user_gets_their_cohorts_popular_items_not_an_error(exported, tmp_path):
     flow = make_flow(exported, tmp_path)
-    answer = ask(flow, "never-seen", k=5)
     items = flow.items[flow.current]
-    assert answer.served_by == "popularity" and [i.item_id for i in answer.items] == list(items.table.item_ids[items.popular_in_stock[:5]])
+    assert items.cohorts.lists  # export counted the synthetic shop's events per device, channel and part of day
+    for context in ({}, {"device": "ios"}, {"device": "android", "channel": "email"}):
+        answer = ask(flow, "never-seen", k=5, context=context)
+        ranked, reason = items.cold_list(RecommendRequest(user_id="u", context=context).context, time.time())
+        assert answer.served_by == "popularity" and [i.item_id for i in answer.items] == list(items.table.item_ids[ranked[:5]])
+        assert {i.reason for i in answer.items} == {reason}
+    ios = ask(flow, "never-seen", k=5, context={"device": "ios"})
+    assert ios.items[0].reason.startswith("popular on ios")
 
 
 def test_a_purchase_changes_the_next_answer_and_reaches_the_event_log(exported, tmp_path):
