@@ -51,6 +51,12 @@ class RetrievalConfig(StrictModel):
     )
 
 
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (float32; an all-zero row stays zero): cosine similarity as a dot product."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
 def context_arrays(contexts: list[dict], times: np.ndarray) -> dict[str, np.ndarray]:
     """Encoder context inputs of a batch: device code, hour of day and weekday (UTC) of `times` (epoch seconds)."""
     hour, weekday = hour_and_weekday(times)
@@ -117,8 +123,7 @@ class Retrieval:
         c = self.config
         self.index = index if index is not None else build_index(self.item_vectors, c.ann_threshold, kind=c.index, use_gpu=c.use_gpu)
         self.title_search = TitleSearch(table.title)
-        norms = np.linalg.norm(self.item_vectors, axis=1, keepdims=True)
-        self.unit_vectors = (self.item_vectors / np.maximum(norms, 1e-12)).astype(np.float32)  # "like" the product page's item
+        self.unit_vectors = unit_rows(self.item_vectors)  # "like" the product page's item
 
     @property
     def window(self) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 
 from hyperrec.bundle.features import ItemTable
 from hyperrec.bundle.placements import BOUGHT_WITH, SEARCH, SIMILAR, source_names
-from hyperrec.bundle.retrieval import Candidates
+from hyperrec.bundle.retrieval import Candidates, unit_rows
 from hyperrec.bundle.slate import reserve_explore_slots
 from hyperrec.bundle.user_state import UserState
 from hyperrec.serve.config import PolicyConfig
@@ -35,8 +35,7 @@ class Policy:
     def __init__(self, config: PolicyConfig, table: ItemTable, item_vectors: np.ndarray):
         self.config = config
         self.table = table
-        norms = np.linalg.norm(item_vectors, axis=1, keepdims=True)
-        self.unit_vectors = (item_vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+        self.unit_vectors = unit_rows(item_vectors)
         self.margin = np.nan_to_num(table.margin, nan=0.0)
 
     def select(self, candidates: Candidates, scores: np.ndarray, state: UserState, k: int) -> list[Pick]:
