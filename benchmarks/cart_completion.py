@@ -24,13 +24,14 @@ import yaml
 from hyperrec.bundle.bought_together import BoughtTogether
 from hyperrec.bundle.features import ItemTable
 from hyperrec.bundle.onnx_models import Scorer
-from hyperrec.bundle.placements import Placement
-from hyperrec.bundle.retrieval import Retrieval, context_arrays
+from hyperrec.bundle.placements import Page
+from hyperrec.bundle.retrieval import Retrieval
 from hyperrec.bundle.store import Bundle, ModelRuntime
 from hyperrec.eval.cart_completion import CartTask, cart_knn_lists, cart_state, cart_task, recommender_lists
 from hyperrec.eval.metrics import hit_matrix, ndcg_at_k, paired_bootstrap, recall_at_k
 from hyperrec.eval.report import plot_metrics, print_table, write_table
 from hyperrec.export.run import load_source
+from hyperrec.export.served_ranker import policy_lists
 from hyperrec.models.baselines import make_baseline
 from hyperrec.models.item_index import single_threaded
 from hyperrec.registry import Registry
@@ -40,7 +41,6 @@ from hyperrec.serve.policy import Policy
 K = 10
 CART_SIZE = 3
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
-BATCH = 64  # users per retrieval call
 BASELINES = Path(__file__).resolve().parents[1] / "configs" / "eval" / "instacart_baselines.yaml"
 OUT = Path("experiments/results/cart_completion")
 
@@ -54,20 +54,11 @@ def served(bundle: Bundle, catalog: pd.DataFrame, task: CartTask) -> tuple[Retri
     return retrieval, bundle.scorer(runtime)
 
 
-def placement_lists(retrieval: Retrieval, scorer: Scorer, policy: Policy, task: CartTask, page: str) -> np.ndarray:
-    """The served path's lists for `page`, the cart's items dropped as the flow drops them."""
-    at = 1_700_000_000
-    out = np.full((len(task.users), K), -1, np.int64)
-    for start in range(0, len(task.users), BATCH):
-        rows = range(start, min(start + BATCH, len(task.users)))
-        states = [cart_state(task.history, int(task.users[r]), task.carts[r], at * 1_000_000) for r in rows]
-        context = context_arrays([{}] * len(states), np.full(len(states), float(at)))
-        found = retrieval.candidates(states, context, placements=[Placement(page)] * len(states))  # type: ignore[arg-type]
-        for r, state, candidates in zip(rows, states, found):
-            candidates = candidates.take(~np.isin(candidates.items, task.carts[r]))
-            picks = policy.select(candidates, scorer(candidates.features), state, K)
-            out[r, : len(picks)] = [p.item for p in picks]
-    return out
+def cart_lists(retrieval: Retrieval, scorer: Scorer, policy: Policy, task: CartTask, page: Page) -> np.ndarray:
+    """The served path's lists for `page`, each user with their cart (added just after their last basket)."""
+    at = [int(1e6 * task.history.times[u][-1]) + 1_000_000 for u in task.users]
+    states = [cart_state(task.history, int(u), cart, t) for u, cart, t in zip(task.users, task.carts, at)]
+    return policy_lists(retrieval, scorer, policy.select, task.history, task.users, states, page, K, drop=task.carts)
 
 
 def scored(lists: np.ndarray, task: CartTask) -> dict[str, np.ndarray]:
@@ -81,7 +72,7 @@ def best_weight(bundle: Bundle, catalog: pd.DataFrame, task: CartTask) -> tuple[
     recall = {}
     for weight in WEIGHTS:
         policy = Policy(PolicyConfig(placement_weight=weight), retrieval.table, bundle.item_vectors)
-        recall[weight] = float(scored(placement_lists(retrieval, scorer, policy, task, "cart"), task)["recall@10"].mean())
+        recall[weight] = float(scored(cart_lists(retrieval, scorer, policy, task, "cart"), task)["recall@10"].mean())
         print(f"validation: placement_weight {weight:g}: recall@10 {recall[weight]:.4f}", flush=True)
     return max(recall, key=lambda w: (recall[w], -w)), recall
 
@@ -106,7 +97,7 @@ def main(run: Path, registry_root: Path, version: str = "current") -> None:
     for page, w in (("home", 0.0), ("cart", weight)):  # home has no affinity: its weight changes nothing
         policy = Policy(PolicyConfig(placement_weight=w), retrieval.table, bundle.item_vectors)
         per_user[f"served {page} placement" + (f" (placement_weight {w:g})" if page == "cart" else "")] = scored(
-            placement_lists(retrieval, scorer, policy, test, page), test
+            cart_lists(retrieval, scorer, policy, test, page), test
         )
 
     table = pd.DataFrame({name: {m: v.mean() for m, v in values.items()} for name, values in per_user.items()}).T

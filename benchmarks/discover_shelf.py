@@ -19,14 +19,14 @@ import yaml
 
 from hyperrec.bundle.bought_together import BoughtTogether
 from hyperrec.bundle.features import ItemTable
-from hyperrec.bundle.placements import Placement
-from hyperrec.bundle.retrieval import Retrieval, context_arrays
+from hyperrec.bundle.retrieval import Retrieval
 from hyperrec.bundle.store import ModelRuntime
 from hyperrec.bundle.user_state import UserState
 from hyperrec.eval.evaluate import seen_items
 from hyperrec.eval.metrics import paired_bootstrap, split_recall_at_k
 from hyperrec.eval.report import print_table
 from hyperrec.export.run import load_source
+from hyperrec.export.served_ranker import policy_lists
 from hyperrec.models.baselines import make_baseline
 from hyperrec.models.item_index import single_threaded
 from hyperrec.registry import Registry
@@ -34,22 +34,8 @@ from hyperrec.serve.config import PolicyConfig
 from hyperrec.serve.policy import Policy
 
 K = 10
-BATCH = 64
 WEIGHTS = (0.0, 0.5, 2.0)
 BASELINES = Path(__file__).resolve().parents[1] / "configs" / "eval" / "instacart_baselines.yaml"
-
-
-def served_lists(retrieval: Retrieval, policy: Policy, scorer, history, users: np.ndarray) -> np.ndarray:
-    out = np.full((len(users), K), -1, np.int64)
-    for start in range(0, len(users), BATCH):
-        rows = range(start, min(start + BATCH, len(users)))
-        states = [UserState.from_history(history, int(users[r])) for r in rows]
-        context = context_arrays([{}] * len(states), np.full(len(states), 1.7e9))
-        found = retrieval.candidates(states, context, placements=[Placement("discover")] * len(states))
-        for r, state, candidates in zip(rows, states, found):
-            picks = policy.select(candidates, scorer(candidates.features), state, K)
-            out[r, : len(picks)] = [p.item for p in picks]
-    return out
 
 
 def main(run: Path, registry_root: Path, version: str = "current") -> None:
@@ -72,8 +58,9 @@ def main(run: Path, registry_root: Path, version: str = "current") -> None:
     retrieval = Retrieval(bundle.encoder(runtime), bundle.item_vectors, table, bundle.manifest.retrieval, bought_together=together)
     for weight in WEIGHTS:
         policy = Policy(PolicyConfig(placement_weight=weight), table, bundle.item_vectors)
-        lists[f"served discover placement (placement_weight {weight:g})"] = served_lists(
-            retrieval, policy, bundle.scorer(runtime), task.history, task.users
+        states = [UserState.from_history(task.history, int(u)) for u in task.users]
+        lists[f"served discover placement (placement_weight {weight:g})"] = policy_lists(
+            retrieval, bundle.scorer(runtime), policy.select, task.history, task.users, states, "discover", K
         )
     for name, recs in lists.items():
         own = sum(np.isin(row, s).sum() for row, s in zip(recs, seen))

@@ -119,6 +119,12 @@ class OfflineStore:
     def _dataset(self) -> ds.Dataset:
         return ds.dataset(self.events_dir, format="parquet", partitioning=_PARTITIONING, schema=_dataset_schema())
 
+    def user_ids(self) -> set[str]:
+        """Every user id the events name (only that column is read)."""
+        if not self.has_events():
+            return set()
+        return {u for u in self._dataset().to_table(columns=["user_id"]).column("user_id").to_pylist() if u is not None}
+
     def sessions_of(self, user_id: str) -> set[str]:
         """Sessions that events name together with the user (their user events and identify)."""
         if not self.has_events():

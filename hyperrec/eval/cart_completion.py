@@ -19,7 +19,7 @@ import numpy as np
 
 from hyperrec.bundle.user_state import ITEM_EVENTS, Recent, UserState
 from hyperrec.data.sequences import EvalTask, Interactions
-from hyperrec.models.base import Recommender
+from hyperrec.models.base import Recommender, best_items, popularity_tiebreak
 from hyperrec.models.cooccurrence import cooccurrence_matrix
 
 ADD_TO_CART = ITEM_EVENTS.index("add_to_cart")
@@ -45,14 +45,6 @@ def cart_task(task: EvalTask, full: Interactions, cart_size: int = 3) -> CartTas
     return CartTask(task.history, np.array(users, np.int64), carts, targets)
 
 
-def top_k(scores: np.ndarray, carts: list[np.ndarray], k: int, tiebreak: np.ndarray) -> np.ndarray:
-    """Each row's best `k` items, the row's cart excluded; equal scores go to the more popular item."""
-    scores = scores.astype(np.float64) + 1e-9 * tiebreak / max(tiebreak.max(), 1.0)
-    for row, cart in enumerate(carts):
-        scores[row, cart] = -np.inf
-    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
-
-
 def recommender_lists(model: Recommender, task: CartTask, k: int) -> np.ndarray:
     """A fitted history-only baseline's lists (it does not see the cart, except that its items are excluded)."""
     return model.recommend(task.users, k, exclude=task.carts)[0]
@@ -60,10 +52,10 @@ def recommender_lists(model: Recommender, task: CartTask, k: int) -> np.ndarray:
 
 def cart_knn_lists(task: CartTask, k: int) -> np.ndarray:
     """Item-kNN from the cart: each item scores the sum of its cosine co-occurrence with the cart's items."""
-    together = cooccurrence_matrix(task.history.basket_matrix(), "cosine")
-    popularity = np.asarray(task.history.basket_matrix().sum(axis=0)).ravel()
+    baskets = task.history.basket_matrix()
+    together = cooccurrence_matrix(baskets, "cosine")
     scores = np.stack([np.asarray(together[cart].sum(axis=0)).ravel() for cart in task.carts])
-    return top_k(scores, task.carts, k, popularity)
+    return best_items(scores, k, popularity_tiebreak(np.asarray(baskets.sum(axis=0)).ravel()), task.carts)[0]
 
 
 def cart_state(history: Interactions, user: int, cart: np.ndarray, at_us: int) -> UserState:

@@ -9,13 +9,16 @@ encoder, so the ranker learns exactly the inputs it gets in production.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
 from hyperrec.bundle.drift import DriftReference
 from hyperrec.bundle.features import FEATURE_NAMES, ItemTable
 from hyperrec.bundle.onnx_models import Encoder, Scorer
-from hyperrec.bundle.retrieval import Retrieval, RetrievalConfig, context_arrays
+from hyperrec.bundle.placements import Page, Placement
+from hyperrec.bundle.retrieval import Candidates, Retrieval, RetrievalConfig, context_arrays
 from hyperrec.bundle.slate import reserve_explore_slots, top_k
 from hyperrec.bundle.user_state import UserState
 from hyperrec.data.sequences import EvalTask, Interactions
@@ -108,6 +111,35 @@ def ranked_lists(
             chosen = candidates.items[order[:k]]
             filler = retrieval.popular_in_stock[~np.isin(retrieval.popular_in_stock, chosen)][: k - len(chosen)]
             out[row] = np.concatenate([chosen, filler])
+    return out
+
+
+Select = Callable[[Candidates, np.ndarray, UserState, int], list]  # the policy's `select` (serve/policy.py): picks with `.item`
+
+
+def policy_lists(
+    retrieval: Retrieval,
+    scorer: Scorer,
+    select: Select,
+    history: Interactions,
+    users: np.ndarray,
+    states: list[UserState],
+    page: Page,
+    k: int,
+    drop: list[np.ndarray] | None = None,
+) -> np.ndarray:
+    """(users, k) lists the request path gives `states` (one per user) on `page`: candidates for that placement, the served
+    ranker, then `select`; `drop[row]`: items the flow drops for that row first (the cart's). -1 pads a short list."""
+    out = np.full((len(users), k), -1, np.int64)
+    for start in range(0, len(users), BATCH):
+        rows = range(start, min(start + BATCH, len(users)))
+        batch = [states[r] for r in rows]
+        found = retrieval.candidates(batch, user_context(history, users[start : rows.stop]), placements=[Placement(page)] * len(batch))
+        for r, state, candidates in zip(rows, batch, found):
+            if drop is not None:
+                candidates = candidates.take(~np.isin(candidates.items, drop[r]))
+            picks = select(candidates, scorer(candidates.features), state, k)
+            out[r, : len(picks)] = [p.item for p in picks]
     return out
 
 

@@ -53,7 +53,7 @@ class Recommender(ABC):
         if self.popularity is None:
             raise RuntimeError(f"{type(self).__name__} must be fitted before it recommends")
         users = np.asarray(users, dtype=np.int64)
-        tiebreak = 1e-9 * self.popularity / max(self.popularity.max(), 1.0)
+        tiebreak = popularity_tiebreak(self.popularity)
         k = min(k, len(self.popularity))
         # A batch's score matrix is rows x catalogue (float64): bounded in cells, or 1,024 users of a
         # 1M-item catalogue would take 8 GiB (the training-at-scale table found it).
@@ -62,12 +62,22 @@ class Recommender(ABC):
         scores = np.empty((len(users), k), dtype=np.float64)
         for start in range(0, len(users), batch_size):
             batch = slice(start, start + batch_size)
-            s = self.score(users[batch]).astype(np.float64) + tiebreak
-            if exclude is not None:
-                for row, banned in enumerate(exclude[batch]):
-                    s[row, banned] = -np.inf
-            top = np.argpartition(-s, k - 1, axis=1)[:, :k]
-            order = np.argsort(-np.take_along_axis(s, top, axis=1), axis=1, kind="stable")
-            items[batch] = np.take_along_axis(top, order, axis=1)
-            scores[batch] = np.take_along_axis(s, items[batch], axis=1)
+            items[batch], scores[batch] = best_items(self.score(users[batch]), k, tiebreak, exclude[batch] if exclude is not None else None)
         return items, scores
+
+
+def popularity_tiebreak(popularity: np.ndarray) -> np.ndarray:
+    """Added to scores so that equal scores go to the more popular item, too small to reorder unequal ones."""
+    return 1e-9 * popularity / max(popularity.max(), 1.0)
+
+
+def best_items(scores: np.ndarray, k: int, tiebreak: np.ndarray, exclude: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's `k` best items and their scores (plus `tiebreak`), best first; `exclude[row]`: items that row never gets."""
+    s = scores.astype(np.float64) + tiebreak
+    if exclude is not None:
+        for row, banned in enumerate(exclude):
+            s[row, banned] = -np.inf
+    top = np.argpartition(-s, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(s, top, axis=1), axis=1, kind="stable")
+    items = np.take_along_axis(top, order, axis=1)
+    return items, np.take_along_axis(s, items, axis=1)

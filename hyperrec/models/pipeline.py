@@ -36,7 +36,7 @@ from hyperrec.config import StrictModel
 from hyperrec.data.sequences import Interactions
 from hyperrec.models import collaborative_features as C
 from hyperrec.models import features as F
-from hyperrec.models.base import Recommender
+from hyperrec.models.base import Recommender, popularity_tiebreak
 from hyperrec.models.ranker import Ranker, RankerConfig
 
 NOT_A_CANDIDATE = -1e6  # score of items the candidate stage did not propose
@@ -124,7 +124,7 @@ class Pipeline(Recommender):
         users = np.asarray(users, np.int64)
         n_items = history.n_items
         popularity = summary.popularity
-        tiebreak = 1e-9 * popularity / max(popularity.max(), 1.0)
+        tiebreak = popularity_tiebreak(popularity)
         popular = np.argsort(-popularity, kind="stable")[: c.popular_top_n]
         source_scores = {}
         pieces_rows, pieces_items = [], []

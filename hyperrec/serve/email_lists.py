@@ -54,9 +54,7 @@ def known_users(flow: RecommendFlow) -> list[str]:
     """The users of the version's seed and of the event log, sorted."""
     users = set(flow.registry.bundle(flow.current).shopper_ids()) if flow.current else set()
     if flow.event_log is not None:
-        logged = flow.event_log.read()
-        if len(logged):
-            users |= set(logged["user_id"].dropna().astype(str))
+        users |= flow.event_log.user_ids()
     return sorted(users)
 
 
