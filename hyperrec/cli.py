@@ -271,6 +271,15 @@ def cmd_experiment_analyze(args: argparse.Namespace) -> None:
     print_analysis(analyze(args.logs, args.name, args.out, args.config, args.metric, args.pre_days), args.name, _console())
 
 
+def cmd_experiment_collect(args: argparse.Namespace) -> None:
+    from hyperrec.serve.config import load_serve_config
+    from hyperrec.serve.experiment_logs import collect
+
+    spec, exposures, outcomes = collect(load_serve_config(args.config, args.overrides), args.logs, args.attribution_s)
+    _console().print(f"{spec.name}: {exposures:,} exposures and {outcomes:,} outcomes -> {args.logs / spec.name}")
+    _console().print(f"next: hyperrec experiment analyze {spec.name} --logs {args.logs}")
+
+
 def cmd_simulate(args: argparse.Namespace) -> None:
     from hyperrec.sim.config import load_sim_config
     from hyperrec.sim.run import print_simulation, simulate, write_history
@@ -419,6 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pre-days", type=float, default=14.0, help="days before the start that give CUPED's covariate")
     p.add_argument("--out", type=Path, default=Path("experiments/results/experiments"))
     p.set_defaults(func=cmd_experiment_analyze)
+    p = experiment.add_parser("collect", help="the experiment an endpoint ran: its audit and event logs as exposures and outcomes")
+    p.add_argument("--config", type=Path, help="the serve config the endpoint ran with (its experiment, audit and event logs)")
+    p.add_argument("overrides", nargs="*", help="dotted serve settings, e.g. experiment=configs/experiment/NAME.yaml")
+    p.add_argument("--logs", type=Path, default=Path("experiments/logs"))
+    p.add_argument("--attribution-s", type=float, default=3600.0, help="credit an outcome to a slate that showed its item this long before")
+    p.set_defaults(func=cmd_experiment_collect)
 
     p = commands.add_parser("simulate", help="the closed-loop simulated shop: an A/B experiment of served arms with simulated shoppers")
     p.add_argument("config", type=Path, help="configs/sim/*.yaml")

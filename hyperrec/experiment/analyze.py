@@ -175,7 +175,8 @@ def analyze(logs: Path, name: str, out: Path, spec_path: Path | None = None, met
     mixed = exposures.groupby("unit_id")["arm"].nunique()
     exposures = exposures[~exposures["unit_id"].isin(mixed[mixed > 1].index)]  # a broken assignment; reported below
     alpha = spec.sequential.alpha
-    units = unit_table(exposures, outcomes, metric, pre_days, exposures["timestamp"].max() + pd.Timedelta(microseconds=1))
+    until = max(exposures["timestamp"].max(), outcomes["timestamp"].max()) + pd.Timedelta(microseconds=1)  # after the last slate too
+    units = unit_table(exposures, outcomes, metric, pre_days, until)
     arms = arm_metrics(units, groups)
 
     control, rows, summary = spec.control_arm, [], []

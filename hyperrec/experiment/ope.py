@@ -18,9 +18,14 @@ def _weights(target: np.ndarray, actions: np.ndarray, propensity: np.ndarray) ->
     return target[np.arange(len(actions)), actions] / propensity
 
 
+def ips_terms(target: np.ndarray, actions: np.ndarray, propensity: np.ndarray, reward: np.ndarray) -> np.ndarray:
+    """Each logged decision's term w_i r_i of the IPS estimate (their spread gives its standard error)."""
+    return _weights(target, actions, propensity) * reward
+
+
 def ips(target: np.ndarray, actions: np.ndarray, propensity: np.ndarray, reward: np.ndarray) -> float:
     """Inverse propensity scoring: mean of w_i r_i. Unbiased; its variance grows with the weights."""
-    return float(np.mean(_weights(target, actions, propensity) * reward))
+    return float(np.mean(ips_terms(target, actions, propensity, reward)))
 
 
 def snips(target: np.ndarray, actions: np.ndarray, propensity: np.ndarray, reward: np.ndarray) -> float:
@@ -29,13 +34,18 @@ def snips(target: np.ndarray, actions: np.ndarray, propensity: np.ndarray, rewar
     return float(np.sum(w * reward) / np.sum(w))
 
 
+def dr_terms(target: np.ndarray, actions: np.ndarray, propensity: np.ndarray, reward: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Each logged decision's term of the doubly robust estimate."""
+    rows = np.arange(len(actions))
+    direct = (target * predicted).sum(1)
+    return direct + _weights(target, actions, propensity) * (reward - predicted[rows, actions])
+
+
 def doubly_robust(target: np.ndarray, actions: np.ndarray, propensity: np.ndarray, reward: np.ndarray, predicted: np.ndarray) -> float:
     """Doubly robust (Dudik et al. 2011): the reward model's value of the target policy plus the
     importance-weighted residual of the logged action. Unbiased if either the propensities or the
     reward model are right; `predicted` is the model's reward of every action, shape (n, n_actions)."""
-    rows = np.arange(len(actions))
-    direct = (target * predicted).sum(1)
-    return float(np.mean(direct + _weights(target, actions, propensity) * (reward - predicted[rows, actions])))
+    return float(np.mean(dr_terms(target, actions, propensity, reward, predicted)))
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,13 @@ def _ratio_and_variance(num: np.ndarray, den: np.ndarray, axis: int) -> tuple[np
     return ratio, (vn - 2 * ratio * cov + ratio**2 * vd) / (md**2 * n)
 
 
+def ratio_interval(num: np.ndarray, den: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float]:
+    """One arm's ratio metric (per-user sums of numerator and denominator) with its normal delta-method interval."""
+    ratio, variance = _ratio_and_variance(num, den, -1)
+    half = sps.norm.ppf(1 - alpha / 2) * np.sqrt(variance)
+    return float(ratio), float(ratio - half), float(ratio + half)
+
+
 def ratio_diff(num_t: np.ndarray, den_t: np.ndarray, num_c: np.ndarray, den_c: np.ndarray, alpha: float = 0.05, axis: int = -1) -> Estimate:
     """Difference of ratio metrics (e.g. revenue per session, clicks per impression) when units of
     randomization (users) hold several units of analysis (sessions): inputs are per-user sums of the

@@ -28,7 +28,7 @@ from hyperrec.bundle.placements import SOURCES
 from hyperrec.bundle.retrieval import Candidates
 from hyperrec.config import StrictModel
 from hyperrec.serve.privacy import ConsentSnapshot, Pseudonyms
-from hyperrec.serve.schemas import RecommendRequest, RecommendResponse, ServedBy
+from hyperrec.serve.schemas import Exploration, RecommendRequest, RecommendResponse, ServedBy
 
 GENESIS = "0" * 64  # `prev` of a chain's first line
 FILE_GLOB = "decisions-*.jsonl"
@@ -39,7 +39,7 @@ class AuditedItem(StrictModel):
     item_id: str
     score: float
     reason: str
-    propensity: float | None = Field(None, description="the exploration policy's probability of this pick; None = no bandit (yet)")
+    propensity: float | None = Field(None, description="the exploration slot's probability of this pick; None = not the slot's")
 
 
 class CandidatePool(StrictModel):
@@ -57,12 +57,14 @@ class DecisionRecord(StrictModel):
     session: str | None = Field(description="pseudonym of the session id (None: none, or no analytics consent)")
     consent: ConsentSnapshot = Field(description="the shopper's consent by purpose when the answer was made")
     placement: str | None = Field(description="the placement that answered (the request's context.page, or home: see degraded)")
-    arm: str | None = Field(None, description="experiment arm (no experiments yet)")
+    experiment: str | None = Field(None, description="the experiment the endpoint ran (None: none)")
+    arm: str | None = Field(None, description="the shopper's arm of it, or holdout")
     model_version: str
     served_by: ServedBy
     degraded: list[str]
     candidates: CandidatePool | None = Field(description="None: no retrieval ran (popularity answer)")
     items: list[AuditedItem]
+    exploration: Exploration | None = Field(None, description="the exploration slot's pool and probabilities (off-policy evaluation)")
     latency_ms: float
 
 
@@ -86,13 +88,23 @@ class Decision:
             session=pseudonyms.of(request.session_id) if named and request.session_id is not None else None,
             consent=self.consent,
             placement=response.placement,
+            experiment=response.experiment,
+            arm=response.arm,
             model_version=response.model_version,
             served_by=response.served_by,
             degraded=response.degraded,
             candidates=self.pool,
-            items=[AuditedItem(item_id=i.item_id, score=i.score, reason=i.reason) for i in response.items],
+            items=[
+                AuditedItem(item_id=i.item_id, score=i.score, reason=i.reason, propensity=self._propensity(p))
+                for p, i in enumerate(response.items)
+            ],
+            exploration=response.exploration,
             latency_ms=response.latency_ms,
         )
+
+    def _propensity(self, position: int) -> float | None:
+        slot = self.response.exploration
+        return slot.propensity if slot is not None and slot.position == position else None
 
 
 def candidate_pool(candidates: Candidates) -> CandidatePool:

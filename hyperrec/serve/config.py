@@ -22,13 +22,47 @@ class RankingConfig(ModelRuntime):
     batch_wait_ms: float = Field(2.0, ge=0, description="@serve.batch: how long a batch waits to fill")
 
 
+class RewardConfig(StrictModel):
+    """What a shopper's action on the exploration slot's item is worth to the bandit."""
+
+    click: float = Field(1.0, ge=0)
+    add_to_cart: float = Field(0.0, ge=0)
+    purchase: float = Field(0.0, ge=0, description="per unit of purchase value (price x quantity)")
+
+    def of(self, kind: str, value: float) -> float:
+        if kind == "click":
+            return self.click
+        if kind == "add_to_cart":
+            return self.add_to_cart
+        return self.purchase * value if kind == "purchase" else 0.0
+
+
+class ExploreConfig(StrictModel):
+    """How the exploration slot (`explore_slots`) is filled (hyperrec/serve/bandit.py)."""
+
+    kind: Literal["best", "bandit", "random"] = Field(
+        "best",
+        description="best: the best-scored candidates new to the shopper (no propensities); bandit: LinUCB with epsilon-greedy "
+        "propensities, learning from /events; random: uniform over the pool",
+    )
+    pool: int = Field(20, ge=2, le=200, description="bandit / random: the slot chooses among this many best candidates new to the shopper")
+    position: int | None = Field(None, ge=0, description="bandit / random: the slot's place in the list (0 = top); null = the last place")
+    epsilon: float = Field(0.1, gt=0, le=1, description="bandit: the share of draws spread evenly (each propensity >= epsilon / pool)")
+    alpha: float = Field(0.1, ge=0, description="bandit: LinUCB's confidence width, in reward units")
+    l2: float = Field(1.0, gt=0, description="bandit: ridge penalty of the reward model")
+    window_s: float = Field(1800.0, gt=0, description="a decision's reward counts until the shopper's next answer on the page or this long")
+    reward: RewardConfig = RewardConfig()
+    seed: int = Field(0, description="the draws' random seed")
+
+
 class PolicyConfig(StrictModel):
     margin_weight: float = Field(0.0, ge=0, description="added to the ranker score per unit of item margin")
     diversity: float = Field(0.2, ge=0, le=1, description="MMR trade-off: 0 = pure relevance, 1 = pure novelty")
     diversity_by: Literal["category", "embedding"] = "embedding"
     max_per_category: int | None = Field(None, ge=1, description="at most this many items of one category in a list")
     frequency_cap: int | None = Field(5, ge=1, description="an item shown this many times without a click is held back")
-    explore_slots: int = Field(0, ge=0, description="places in each list kept for the best candidates new to the user (exploration)")
+    explore_slots: int = Field(0, ge=0, description="places in each list kept for candidates new to the user (exploration; see explore)")
+    explore: ExploreConfig = ExploreConfig()
     placement_weight: float = Field(
         0.5,
         ge=0,
@@ -36,6 +70,12 @@ class PolicyConfig(StrictModel):
         "item or the cart's, the title's match with the search); 0 = the ranker's order alone. 0.5: the best of 0-4 on "
         "Instacart's validation baskets (benchmarks/cart_completion.py)",
     )
+
+    @model_validator(mode="after")
+    def _one_bandit_slot(self) -> PolicyConfig:
+        if self.explore.kind != "best" and self.explore_slots != 1:
+            raise ValueError(f"explore.kind {self.explore.kind} fills one slot: set explore_slots to 1 (got {self.explore_slots})")
+        return self
 
 
 class BudgetConfig(StrictModel):
@@ -101,6 +141,11 @@ class ServeConfig(StrictModel):
     retrieval: RetrievalConfig = RetrievalConfig()
     ranking: RankingConfig = RankingConfig()
     policy: PolicyConfig = PolicyConfig()
+    experiment: Path | None = Field(
+        None,
+        description="an experiment YAML (arms with a model_version and/or policy.* overrides, shares, holdout; "
+        "hyperrec/experiment/assignment.py): every answer goes to the shopper's sticky arm (hyperrec/serve/experiments.py)",
+    )
     budgets: BudgetConfig = BudgetConfig()
     store: StoreConfig = StoreConfig()
     ingress: Literal["direct", "proxy"] = Field(

@@ -17,6 +17,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -32,16 +33,18 @@ from hyperrec.models.item_index import single_threaded
 from hyperrec.registry import Registry
 from hyperrec.serve.audit import Decision, candidate_pool
 from hyperrec.serve.audit_writer import AuditWriter
+from hyperrec.serve.bandit import SLOT_FEATURES, Explorer
 from hyperrec.serve.canary import Canary, CanaryOutcome
 from hyperrec.serve.candidate_cache import CandidateCache
 from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.event_log import GroupCommitLog
+from hyperrec.serve.experiments import ServedExperiment
 from hyperrec.serve.metrics import ServeMetrics
 from hyperrec.serve.monitors import Monitor, Verdict
 from hyperrec.serve.online_store import Action, OnlineStore, Subject, shopper_key
 from hyperrec.serve.policy import Pick, Policy, popular_picks
 from hyperrec.serve.privacy import NO_CONSENT, ConsentSnapshot, Pseudonyms
-from hyperrec.serve.schemas import EventsResponse, RecommendContext, RecommendRequest, RecommendResponse
+from hyperrec.serve.schemas import EventsResponse, Exploration, RecommendContext, RecommendRequest, RecommendResponse, SlotCandidate
 from hyperrec.serve.stages import RankingStage, RetrievalStage
 
 logger = logging.getLogger(__name__)
@@ -112,12 +115,13 @@ class LocalStages:
 class VersionItems:
     """What the flow itself needs of a version: its item table, id lookup and policy."""
 
-    def __init__(self, registry: Registry, version: str, config: ServeConfig):
+    def __init__(self, registry: Registry, version: str, config: ServeConfig, explorer: Explorer):
         bundle = registry.bundle(version)
         self.table = bundle.item_table()
         self.index = {item_id: i for i, item_id in enumerate(self.table.item_ids)}
         self.popular_in_stock = self.table.popular_in_stock()
-        self.policy = Policy(config.policy, self.table, bundle.item_vectors)
+        self.item_vectors = bundle.item_vectors
+        self.policy = Policy(config.policy, self.table, self.item_vectors, explorer)
         self.drift = bundle.drift_reference()
         cohorts = bundle.cohorts()
         self.cohorts = CohortLists({key: listed[self.table.in_stock[listed]] for key, listed in cohorts.lists.items()})
@@ -154,6 +158,9 @@ class RecommendFlow:
         self.event_log = OfflineStore(config.event_log) if config.event_log is not None else None
         self.log_writer = GroupCommitLog(self.event_log) if self.event_log is not None else None
         self.cache = CandidateCache(config.candidate_cache)
+        self.explorer = Explorer(config.policy.explore)  # one for every version: a swap keeps what the slot learned
+        self.experiment: ServedExperiment | None = None
+        self.arm_versions: dict[str, str] = {}  # experiment arms with a model_version of their own: the version it resolved to
         self.items: dict[str, VersionItems] = {}
         self.current: str | None = None
         self.last_good: str | None = None
@@ -181,11 +188,13 @@ class RecommendFlow:
         if fallback is not None and fallback != version and self.config.ranking.backend != "triton":
             try:
                 await self.stages.load(fallback)
-                self.items[fallback] = VersionItems(self.registry, fallback, self.config)
+                self.items[fallback] = VersionItems(self.registry, fallback, self.config, self.explorer)
                 self.last_good = fallback
             except Exception as exc:  # serve without a fallback model rather than not at all
                 self.fallback_error = f"last-good {fallback} not loaded: {type(exc).__name__}: {exc}"[:300]
                 logger.warning(self.fallback_error)
+        if self.config.experiment is not None:
+            await self._start_experiment(self.config.experiment)
         if self.config.store.seed_users:
             self.store.seed(self.registry.bundle(version).user_baskets())
         if self.config.store.kind == "memory" and self.config.store.replay_event_log and self.event_log is not None:
@@ -198,6 +207,25 @@ class RecommendFlow:
         # way, a full collection no longer walks them (a pause of its own in the middle of a request).
         gc.collect()
         gc.freeze()
+
+    async def _start_experiment(self, path: Path) -> None:
+        """Load the experiment's arms and the versions they serve (they stay loaded while it runs)."""
+        experiment = ServedExperiment.load(path, self.config.policy)
+        for name, arm in experiment.arms.items():
+            if arm.model_version is None:
+                continue
+            version = self.registry.resolve(arm.model_version)
+            if version not in self.items:
+                self.items[version] = await self._load_items(version)
+                await self.stages.load(version)
+            self.arm_versions[name] = version
+        self.experiment = experiment
+
+    @property
+    def explorers(self) -> list[Explorer]:
+        """Every exploration slot that may wait for a reward: the endpoint's own and each experiment arm's."""
+        arms = [arm.explorer for arm in self.experiment.arms.values()] if self.experiment is not None else []
+        return [self.explorer, *arms]
 
     async def swap(self, spec: str) -> str:
         """Load a version into every stage, then switch to it; requests in flight finish on the old one. A canary ends."""
@@ -227,7 +255,7 @@ class RecommendFlow:
             return canary
 
     async def _load_items(self, version: str) -> VersionItems:
-        items = await asyncio.to_thread(VersionItems, self.registry, version, self.config)
+        items = await asyncio.to_thread(VersionItems, self.registry, version, self.config, self.explorer)
         if self.current is not None and not np.array_equal(items.table.item_ids, self.items[self.current].table.item_ids):
             raise ValueError(f"{version} has another catalogue than {self.current}: the online store's item indices would not match")
         return items
@@ -254,10 +282,12 @@ class RecommendFlow:
 
     def _forget_unused(self) -> None:
         canary = self.canary.version if self.canary is not None else None
-        for old in [v for v in self.items if v not in (self.current, self.last_good, canary)]:
+        for old in [v for v in self.items if v not in (self.current, self.last_good, canary, *self.arm_versions.values())]:
             del self.items[old]
             if self.monitor is not None:
                 self.monitor.forget(old)
+            if self.experiment is not None:
+                self.experiment.forget(old)
 
     async def roll_back(self, version: str, reasons: list[str]) -> None:
         """`version` broke a monitored bound: serve the last-good version, and stay there until an admin swaps."""
@@ -329,11 +359,7 @@ class RecommendFlow:
         started = time.perf_counter()
         subjects = _subjects(request)
         shoppers = [shopper_key(s) for s in subjects]
-        version = self._version_for(shoppers[0])
-        items = self.items[version]
-        excluded = np.array([items.index[i] for i in request.exclude if i in items.index], np.int64)
-        placement, unplaced = _placement(request, items, version)
-        degraded: list[str] = [unplaced] if unplaced else []
+        degraded: list[str] = []
         fell_back = False  # a stage or the store failed (not a consent choice, nor a shopper with nothing to go on)
         store_down = False  # its read failed: no impression write either (and no log line per request while it is down)
         timer = StageTimer(started)
@@ -346,6 +372,16 @@ class RecommendFlow:
             fell_back = store_down = True
             state, out_of_stock, prices, consent = None, np.empty(0, np.int64), {}, NO_CONSENT
             subject = subjects[0]
+        # in an experiment only with analytics consent (its logs hold the shopper's pseudonym); else the default answer
+        arm = self.experiment.arm_of(request.user_id, request.session_id) if self.experiment is not None and consent.analytics else None
+        version = self.arm_versions.get(arm or "") or self._version_for(shoppers[0])
+        items = self.items[version]
+        arm_policy = self.experiment.policy(arm, version, items.table, items.item_vectors) if self.experiment and arm else None
+        policy = arm_policy or items.policy
+        excluded = np.array([items.index[i] for i in request.exclude if i in items.index], np.int64)
+        placement, unplaced = _placement(request, items, version)
+        if unplaced:
+            degraded.append(unplaced)
         if consent.known and not consent.personalization:  # a non-personal answer (popularity), saying why
             defaulted = "personalization" in consent.defaulted
             degraded.append(f"consent: personalization {'not given (the default)' if defaulted else 'withdrawn'}")
@@ -384,7 +420,7 @@ class RecommendFlow:
                     timer.lap("ranker")
                     if attempt == version and self.monitor is not None:
                         self.monitor.observe_ranking(version, candidates.features, scores)
-                    picks = items.policy.select(candidates, scores, state, request.k)
+                    picks = policy.select(candidates, scores, state, request.k)
                     timer.lap("policy")
                     served_by, served_version = ("ranker" if attempt == version else "last_good"), attempt
                     break
@@ -415,6 +451,8 @@ class RecommendFlow:
             }
             for p in picks
         ]
+        trace_id = uuid.uuid4().hex[:16]
+        exploration = self._exploration(picks, items, policy, shoppers[0], placement.page, trace_id)
         timer.lap("response")
         response = RecommendResponse(
             user_id=request.user_id,
@@ -424,9 +462,12 @@ class RecommendFlow:
             model_version=served_version,
             served_by=served_by,
             degraded=degraded,
-            trace_id=uuid.uuid4().hex[:16],
+            trace_id=trace_id,
             latency_ms=round(1000 * (time.perf_counter() - started), 3),
             stage_ms={name: round(ms, 4) for name, ms in timer.ms.items()},
+            exploration=exploration,
+            experiment=self.experiment.spec.name if self.experiment is not None else None,
+            arm=arm,
         )
         now = time.time()
         if self.audit is not None:
@@ -436,6 +477,27 @@ class RecommendFlow:
             self.monitor.quality.expose(shoppers, served_version, [p.item for p in picks], now)
         self._after_answer(version, fell_back)
         return response
+
+    @staticmethod
+    def _exploration(picks: list[Pick], items: VersionItems, policy: Policy, shopper: str, page: str, trace_id: str) -> Exploration | None:
+        """The exploration slot's draw as the answer states it; the policy's explorer now waits for the shopper's reward."""
+        position, draw = next(((p, pick.slot) for p, pick in enumerate(picks) if pick.slot is not None), (None, None))
+        if draw is None or position is None:
+            return None
+        chosen = int(draw.pool[draw.chosen])
+        policy.explorer.opened(shopper, page, trace_id, chosen, draw.features[draw.chosen])
+        ids = items.table.item_ids
+        return Exploration(
+            kind=policy.config.explore.kind,
+            item_id=ids[chosen],
+            position=position,
+            propensity=draw.propensity,
+            feature_names=list(SLOT_FEATURES),
+            pool=[
+                SlotCandidate(item_id=ids[int(i)], probability=float(p), features=[round(float(f), 6) for f in x])
+                for i, p, x in zip(draw.pool, draw.probabilities, draw.features, strict=True)
+            ],
+        )
 
     def _version_for(self, shopper: str) -> str:
         """The canary's version for the shoppers it takes, else the current one."""
@@ -559,8 +621,12 @@ class RecommendFlow:
             else:  # every user event, identify and consent: the shoppers' online state
                 action = Action.of(event, item)
                 actions.append(action)
-                if self.monitor is not None and item >= 0:  # a delayed label of an answer that showed the item
-                    self.monitor.quality.label([shopper_key(s) for s in action.subjects()], kind, item, arrived)
+                if item >= 0 and arrived > float("-inf"):  # a delayed label of an answer that showed the item (not a replayed one)
+                    keys = [shopper_key(s) for s in action.subjects()]
+                    if self.monitor is not None:
+                        self.monitor.quality.label(keys, kind, item, arrived)
+                    for explorer in self.explorers:
+                        explorer.rewarded(keys, kind, item, float(getattr(event, "price", 0.0) or 0.0) * action.quantity)
                 if kind == "consent" and event.purpose == "personalization" and not event.granted:
                     for subject in action.subjects():
                         self.cache.drop(shopper_key(subject))

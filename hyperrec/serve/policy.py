@@ -4,7 +4,9 @@ In order: business weights (margin) and the placement's own affinity (bought wit
 the search match) adjust the scores; items shown `frequency_cap` times without a click are held back
 (used only if nothing else is left); MMR picks the list greedily, trading relevance against
 similarity to what is already picked (by category or item embedding), with an optional per-category
-cap; every item gets a short reason and the candidate sources that brought it.
+cap; every item gets a short reason and the candidate sources that brought it. With `explore_slots`,
+one place goes to a candidate new to the shopper: the best one (`explore.kind: best`), or the
+exploration slot's draw (bandit.py) with its probability.
 """
 
 from __future__ import annotations
@@ -18,9 +20,25 @@ from hyperrec.bundle.placements import BOUGHT_WITH, SEARCH, SIMILAR, source_name
 from hyperrec.bundle.retrieval import Candidates, unit_rows
 from hyperrec.bundle.slate import reserve_explore_slots
 from hyperrec.bundle.user_state import UserState
+from hyperrec.serve.bandit import Explorer, slot_features
 from hyperrec.serve.config import PolicyConfig
 
 RECENT_FOR_REASONS = 20  # "similar to X" looks for X among the user's last this-many items
+
+
+@dataclass(frozen=True)
+class SlotDraw:
+    """The exploration slot's decision: its pool (item indices, best first), their features and probabilities."""
+
+    position: int
+    pool: np.ndarray
+    features: np.ndarray
+    probabilities: np.ndarray
+    chosen: int  # position in the pool
+
+    @property
+    def propensity(self) -> float:
+        return float(self.probabilities[self.chosen])
 
 
 @dataclass(frozen=True)
@@ -29,14 +47,18 @@ class Pick:
     score: float
     reason: str
     sources: tuple[str, ...] = ("popularity",)
+    slot: SlotDraw | None = None  # the exploration slot's pick: how it was drawn
 
 
 class Policy:
-    def __init__(self, config: PolicyConfig, table: ItemTable, item_vectors: np.ndarray):
+    def __init__(self, config: PolicyConfig, table: ItemTable, item_vectors: np.ndarray, explorer: Explorer | None = None):
         self.config = config
         self.table = table
         self.unit_vectors = unit_rows(item_vectors)
         self.margin = np.nan_to_num(table.margin, nan=0.0)
+        self.explorer = explorer if explorer is not None else Explorer(config.explore)
+        self.log_popularity = np.log1p(table.popularity) / np.log1p(max(float(table.popularity.max(initial=0.0)), 1.0))
+        self.price = np.nan_to_num(table.price, nan=1.0)
 
     def select(self, candidates: Candidates, scores: np.ndarray, state: UserState, k: int) -> list[Pick]:
         c = self.config
@@ -47,7 +69,10 @@ class Policy:
             held = [item for item, times in state.shown.items() if times >= c.frequency_cap]  # the user's impressions, not the history
             capped = np.isin(items, np.array(held, np.int64))
         order = self._mmr(items, adjusted, capped, k)
-        if c.explore_slots:
+        draw = None
+        if c.explore_slots and c.explore.kind != "best":
+            order, draw = self._draw_slot(order, adjusted, candidates, capped, state, k)
+        elif c.explore_slots:
             picked = set(order)
             rest = [int(i) for i in np.lexsort((-adjusted, capped)) if i not in picked]  # uncapped first, best first
             explorable = ~candidates.repeat & ~capped
@@ -61,10 +86,44 @@ class Policy:
                         room[category] = room.get(category, c.max_per_category) - 1
             order = list(reserve_explore_slots(np.array(order + rest), explorable, c.explore_slots, k)[:k])
         reasons = self._reasons(items[order], candidates.repeat[order], candidates.sources[order], candidates.via[order], state)
-        return [
+        picks = [
             Pick(int(items[i]), float(adjusted[i]), reason, tuple(source_names(int(candidates.sources[i]))))
             for i, reason in zip(order, reasons, strict=True)
         ]
+        if draw is not None:
+            slot = picks[draw.position]
+            picks[draw.position] = Pick(slot.item, slot.score, slot.reason, slot.sources, draw)
+        return picks
+
+    def _draw_slot(
+        self, order: list[int], adjusted: np.ndarray, candidates: Candidates, capped: np.ndarray, state: UserState, k: int
+    ) -> tuple[list[int], SlotDraw | None]:
+        """The list's first k - 1 picks, with the exploration slot's draw from the best `explore.pool` candidates new to the
+        shopper (not capped, not in the list, not over a category cap) put at `explore.position` (default: the last place)."""
+        c = self.config
+        head = order[: k - 1]
+        new = ~candidates.repeat & ~capped
+        new[head] = False
+        categories = self.table.category[candidates.items]
+        if c.max_per_category is not None:
+            known, counts = np.unique(categories[head], return_counts=True)
+            full = known[(counts >= c.max_per_category) & (known > 0)]
+            new &= ~np.isin(categories, full)
+        ranked = np.lexsort((np.arange(len(adjusted)), -adjusted))
+        pool = ranked[new[ranked]][: c.explore.pool]
+        if not len(pool):  # nothing new to offer: the list stands as the MMR picked it
+            return order, None
+        items = candidates.items[pool]
+        recent = self._recent_items(state)
+        similarity = (self.unit_vectors[items] @ self.unit_vectors[recent].T).max(axis=1) if len(recent) else np.zeros(len(pool))
+        history = state.history().flat
+        bought = self.table.category[history]
+        share = np.array([np.count_nonzero(bought == g) / len(history) if g > 0 and len(history) else 0.0 for g in categories[pool]])
+        features = slot_features(adjusted, pool, self.log_popularity[items], self.margin[items], self.price[items], similarity, share)
+        choice = self.explorer.choose(features)
+        position = min(len(head), k - 1 if c.explore.position is None else c.explore.position)
+        order = [*head[:position], int(pool[choice.index]), *head[position:]]
+        return order, SlotDraw(position, items, features, choice.probabilities, choice.index)
 
     def _mmr(self, items: np.ndarray, scores: np.ndarray, capped: np.ndarray, k: int) -> list[int]:
         """Greedy MMR over candidate positions; capped candidates come only after all others."""

@@ -103,6 +103,23 @@ class RecommendedItem(BaseModel):
     )
 
 
+class SlotCandidate(BaseModel):
+    item_id: str
+    probability: float = Field(ge=0, le=1, description="the exploration policy's probability of putting this item in the slot")
+    features: list[float] = Field(description="the bandit's features of this item in this context (names: Exploration.feature_names)")
+
+
+class Exploration(BaseModel):
+    """The exploration slot's decision, for off-policy evaluation: what it could have shown, and with which probability."""
+
+    kind: Literal["bandit", "random"]
+    item_id: str = Field(description="the item the slot shows")
+    position: int = Field(ge=0, description="its place in `items` (0 = first)")
+    propensity: float = Field(gt=0, le=1, description="the probability the policy gave it (IPS weights divide by this)")
+    feature_names: list[str]
+    pool: list[SlotCandidate] = Field(description="every item the slot chose among, best-scored first")
+
+
 class RecommendResponse(BaseModel):
     user_id: str | None
     session_id: str | None = None
@@ -118,6 +135,9 @@ class RecommendResponse(BaseModel):
         description="the server's own timer of each stage that ran: online_store, retrieval (encoder, ann, features; "
         "absent on a candidate-cache hit), ranker, policy, response",
     )
+    experiment: str | None = Field(None, description="the experiment the endpoint runs (the serve config's `experiment`), else null")
+    arm: str | None = Field(None, description="the shopper's arm of it (sticky: a salted hash of the user, else the session), or holdout")
+    exploration: Exploration | None = Field(None, description="the exploration slot's draw (explore.kind bandit or random), else null")
 
 
 class RejectedEvent(BaseModel):

@@ -29,9 +29,9 @@ class ArmClient(Protocol):
 
 
 def arm_serve_config(arm: SimArm) -> ServeConfig:
-    """The arm's serve settings: its registry and version, no event log of its own (the simulator
+    """The arm's serve settings: its registry and version, no event or audit log of its own (the simulator
     writes the experiment's logs), then its dotted `serve` settings."""
-    raw: dict[str, Any] = {"registry": str(arm.registry), "version": arm.version, "event_log": None}
+    raw: dict[str, Any] = {"registry": str(arm.registry), "version": arm.version, "event_log": None, "audit": {"enabled": False}}
     for key, value in arm.serve.items():
         set_dotted(raw, key.split("."), value)
     return validate(raw, f"arms.{arm.name}.serve", ServeConfig)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import yaml
@@ -32,12 +33,14 @@ from rich.console import Console
 from hyperrec.data.events import frame_to_records
 from hyperrec.data.offline_store import OfflineStore
 from hyperrec.data.synthetic import START, SyntheticShop
-from hyperrec.eval.report import print_table, write_table
+from hyperrec.eval.report import print_table, save_figure, write_table
 from hyperrec.experiment.analyze import arm_metrics, unit_table
 from hyperrec.experiment.assignment import Arm, ExperimentSpec, assign_many, unit_key
 from hyperrec.experiment.records import write_frame
+from hyperrec.experiment.slot_ope import SlotLog, ope_table, resampled_errors
+from hyperrec.experiment.stats import ratio_interval
 from hyperrec.progress import progress
-from hyperrec.serve.schemas import RecommendRequest
+from hyperrec.serve.schemas import Exploration, RecommendRequest
 from hyperrec.sim.clients import ArmClient, connect
 from hyperrec.sim.config import SimConfig
 from hyperrec.sim.shoppers import Shoppers, SlateActions, examination
@@ -45,6 +48,7 @@ from hyperrec.sim.shoppers import Shoppers, SlateActions, examination
 DAY_S = 86_400.0
 OUTCOME_KINDS = ("click", "add_to_cart", "purchase")
 START_TS = pd.Timestamp(START, tz="UTC")
+OPE_REPLICATES = 200
 
 
 def shop_events(shop: SyntheticShop) -> pd.DataFrame:
@@ -76,8 +80,12 @@ def experiment_spec(config: SimConfig) -> ExperimentSpec:
 @dataclass
 class SimResult:
     arms: pd.DataFrame  # per-arm metrics over the experiment's days
+    intervals: pd.DataFrame  # per arm: conversion, revenue and margin per session with 95% intervals (the frontier)
+    days: pd.DataFrame  # per arm and day: revenue per session, true slate and slot value, coverage so far
     ranks: pd.DataFrame  # position bias: configured examination vs what the clicks show, by rank
     values: pd.DataFrame  # per arm: the simulator's true slate value vs the revenue the logs attribute to slates
+    slots: pd.DataFrame | None  # off-policy estimates from each exploration slot's log vs the simulator's truth
+    slot_errors: pd.DataFrame | None  # each estimator's bias and RMSE over logs redrawn on the same contexts
     logs: Path
     files: list[Path]
     sessions: int
@@ -92,6 +100,7 @@ class _Log:
         self.outcomes: list[dict[str, Any]] = []
         self.rank = {arm: {"exposures": np.zeros(k), "clicks": np.zeros(k), "attraction": np.zeros(k)} for arm in arms}
         self.shown: dict[str, set[str]] = {arm: set() for arm in arms}
+        self.slots: list[dict[str, Any]] = []  # the exploration slot's decisions, with the simulator's truth of every pool item
 
     def count(self, arm: str, items: np.ndarray, actions: SlateActions) -> None:
         n = len(items)
@@ -211,15 +220,19 @@ async def _slate(
     slate = [answer.items[i] for i in order]
     items = np.array([shoppers.item_index[s.item_id] for s in slate], np.int64)
     actions = shoppers.react(u, items, rng)
-    trace = answer.trace_id
+    trace, slot = answer.trace_id, answer.exploration
     true_clicks, true_revenue, true_margin = shoppers.expected_value(items, actions.attraction)
     log.exposures.append(
         {"trace_id": trace, "timestamp": at, "unit_id": user, "session_id": sid, "experiment": config.name, "arm": arm}
-        | {"placement": "home", "model_version": answer.model_version, "explore_item": None, "explore_propensity": None}
+        | {"placement": "home", "model_version": answer.model_version}
+        | {"explore_item": slot.item_id if slot else None, "explore_propensity": slot.propensity if slot else None}
         | {"slate": [{"item_id": s.item_id, "position": p, "score": s.score} for p, s in enumerate(slate)]}
         | {"true_clicks": true_clicks, "true_revenue": true_revenue, "true_margin": true_margin}  # the simulator's own: not logged
     )
     log.count(arm, items, actions)
+    if slot is not None:
+        row = _slot_row(shoppers, slot, [s.item_id for s in slate], items, actions, u)
+        log.slots.append(row | {"trace_id": trace, "arm": arm, "timestamp": at})
 
     organic_bought = {r["item_id"] for r in records if r["event_type"] == "purchase"}
     order_id = next((r["order_id"] for r in records if r["event_type"] == "purchase"), f"{sid}-rec")
@@ -252,6 +265,28 @@ async def _slate(
     return events
 
 
+def _slot_row(shoppers: Shoppers, slot: Exploration, shown: list[str], items: np.ndarray, actions: SlateActions, u: int) -> dict[str, Any]:
+    """The slot's logged decision (pool, features, probabilities, what the shopper did with it) and the simulator's
+    truth: every pool item's expected clicks and revenue had it taken the slot's place in this slate."""
+    place = shown.index(slot.item_id)
+    pool = np.array([shoppers.item_index[c.item_id] for c in slot.pool], np.int64)
+    clicks, revenue, _ = shoppers.item_values(pool, shoppers.attraction(u, pool), np.full(len(pool), shoppers.examine[place]))
+    bought = bool(actions.bought[place])
+    return {
+        "kind": slot.kind,
+        "position": place,
+        "pool": [c.item_id for c in slot.pool],
+        "probabilities": [c.probability for c in slot.pool],
+        "features": [f for c in slot.pool for f in c.features],
+        "n_features": len(slot.feature_names),
+        "chosen": [c.item_id for c in slot.pool].index(slot.item_id),
+        "clicked": float(actions.clicked[place]),
+        "revenue": float(shoppers.price[items[place]] * actions.quantity[place]) if bought else 0.0,
+        "true_clicks": clicks.tolist(),
+        "true_revenue": revenue.tolist(),
+    }
+
+
 def _finish(config: SimConfig, spec: ExperimentSpec, log: _Log, shop: SyntheticShop, n_sessions: int, seconds: float) -> SimResult:
     """Write the logs and experiment.yaml; per-arm, per-rank and true-value tables."""
     folder = config.logs / config.name
@@ -261,6 +296,9 @@ def _finish(config: SimConfig, spec: ExperimentSpec, log: _Log, shop: SyntheticS
     exposures, outcomes = pd.DataFrame(log.exposures), pd.DataFrame(log.outcomes)
     write_frame(folder / "exposures.parquet", exposures, "exposures")
     write_frame(folder / "outcomes.parquet", outcomes, "outcomes")
+    slots = pd.DataFrame(log.slots)
+    if len(slots):
+        slots.to_parquet(folder / "slots.parquet", index=False)
     (folder / "experiment.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
 
     exposures["timestamp"] = pd.to_datetime(exposures["timestamp"], utc=True)
@@ -289,10 +327,143 @@ def _finish(config: SimConfig, spec: ExperimentSpec, log: _Log, shop: SyntheticS
         ranks[f"{arm}: clicks / attraction"] = counts["clicks"] / np.maximum(counts["attraction"], 1e-12)  # estimates examination
 
     values = true_values(exposures, outcomes, spec.arm_names)
+    intervals = arm_intervals(units, outcomes, spec.arm_names)
+    days = daily(exposures, outcomes, slots, config, shop.config.n_items)
+    ope, ope_errors = slot_estimates(slots) if len(slots) else (None, None)
 
     out = config.results / config.name
-    files = [f for stem, table in {"arms": arms, "ranks": ranks, "values": values}.items() for f in write_table(table, out, stem)]
-    return SimResult(arms, ranks, values, folder, files, n_sessions, seconds)
+    tables = {"arms": arms, "intervals": intervals, "days": days, "ranks": ranks, "values": values}
+    if ope is not None and ope_errors is not None:
+        tables |= {"slots": ope, "slot_errors": ope_errors}
+    files = [f for stem, table in tables.items() for f in write_table(table, out, stem)]
+    files += [plot_frontier(intervals, out / "frontier.png", config.name), plot_days(days, out / "days.png", config.name)]
+    return SimResult(arms, intervals, days, ranks, values, ope, ope_errors, folder, files, n_sessions, seconds)
+
+
+INTERVAL_METRICS = {  # name -> the per-shopper sum it divides by their sessions
+    "conversion": "orders",
+    "revenue_per_session": "revenue",
+    "margin_per_session": "margin",
+    "slate_clicks_per_session": "slate_clicks",
+    "slate_revenue_per_session": "slate_revenue",
+    "slate_margin_per_session": "slate_margin",
+}
+
+
+def arm_intervals(units: pd.DataFrame, outcomes: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
+    """Per arm, with 95% delta-method intervals (shoppers randomized, sessions analysed): conversion, revenue and margin
+    per session (every purchase), and the clicks, revenue and margin of what shoppers bought from the slates. The
+    slates' share has far less variance (organic shopping, the same in every arm, is left out) but cannot see a
+    slate purchase that takes the place of an organic one."""
+    slate = outcomes[outcomes["trace_id"].notna()]
+    bought = slate[slate["event"] == "purchase"].groupby("unit_id")
+    units = units.assign(
+        slate_clicks=slate[slate["event"] == "click"].groupby("unit_id").size(),
+        slate_revenue=bought["value"].sum(),
+        slate_margin=bought["margin"].sum(),
+    ).fillna({"slate_clicks": 0.0, "slate_revenue": 0.0, "slate_margin": 0.0})
+    rows = {}
+    for arm in arms:
+        u = units[units["arm"] == arm]
+        row: dict[str, float] = {"users": len(u)}
+        for name, num in INTERVAL_METRICS.items():
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = ratio_interval(u[num].to_numpy(float), u["sessions"].to_numpy(float))
+        rows[arm] = row
+    return pd.DataFrame(rows).T.rename_axis("arm")
+
+
+def daily(exposures: pd.DataFrame, outcomes: pd.DataFrame, slots: pd.DataFrame, config: SimConfig, n_items: int) -> pd.DataFrame:
+    """Per arm and experiment day: sessions, revenue per session (organic and slate purchases), the simulator's true
+    value of the slates and of the exploration slot's item (expected clicks), and the catalogue coverage so far."""
+    frame = exposures[["trace_id", "session_id", "arm", "timestamp", "true_revenue", "slate"]].copy()
+    frame["day"] = ((frame["timestamp"] - START_TS) / pd.Timedelta(days=1)).astype(int) - config.start_day + 1
+    bought = outcomes[outcomes["event"] == "purchase"].groupby("session_id")["value"].sum()
+    frame["revenue"] = frame["session_id"].map(bought).fillna(0.0)
+    if len(slots):
+        slot_truth = {t: c[i] for t, c, i in zip(slots["trace_id"], slots["true_clicks"], slots["chosen"], strict=True)}
+        frame["slot_true_clicks"] = frame["trace_id"].map(slot_truth)
+    else:
+        frame["slot_true_clicks"] = np.nan
+    rows = []
+    for arm in config.arms:
+        part = frame[frame["arm"] == arm.name]
+        shown: set[str] = set()
+        for day, today in part.groupby("day"):
+            shown.update(item["item_id"] for slate in today["slate"] for item in slate)
+            rows.append(
+                {"arm": arm.name, "day": int(day), "sessions": len(today), "revenue_per_session": today["revenue"].mean()}
+                | {"true_slate_revenue": today["true_revenue"].mean(), "slot_true_clicks": today["slot_true_clicks"].mean()}
+                | {"coverage": len(shown) / n_items}
+            )
+    return pd.DataFrame(rows).set_index("arm")
+
+
+def slot_estimates(slots: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Off-policy estimates of each target slot policy from each arm's slot log, next to the simulator's truth
+    (clicks on the slot's item per decision); `online` is the clicks measured by the arms that ran the target
+    (the log's own arm; for `uniform`, the random slots'). And each estimator's bias and RMSE over OPE_REPLICATES
+    logs redrawn on the logged contexts (slot_ope.resampled_errors): one run's error is mostly its own luck."""
+    random = slots.loc[slots["kind"] == "random", "clicked"]
+    tables, errors = [], []
+    for arm, part in slots.groupby("arm", sort=False):
+        log = SlotLog.from_frame(part)
+        truth = np.zeros_like(log.probabilities)
+        for row, clicks in enumerate(part["true_clicks"]):
+            truth[row, : len(clicks)] = clicks
+        table = ope_table(log, truth)
+        table.insert(0, "log", arm)
+        table.loc["logging", "online"] = float(log.reward.mean())
+        if len(random):
+            table.loc["uniform", "online"] = float(random.mean())
+        tables.append(table)
+        resampled = resampled_errors(log, truth, OPE_REPLICATES)
+        resampled.insert(0, "log", arm)
+        errors.append(resampled)
+    return pd.concat(tables), pd.concat(errors)
+
+
+def plot_frontier(intervals: pd.DataFrame, path: Path, name: str) -> Path:
+    """Margin per session against revenue per session and against conversion (every purchase), and the slates' own
+    margin against their clicks and revenue: one point per arm with its 95% intervals."""
+    pairs = [
+        ("revenue_per_session", "margin_per_session"),
+        ("conversion", "margin_per_session"),
+        ("slate_clicks_per_session", "slate_margin_per_session"),
+        ("slate_revenue_per_session", "slate_margin_per_session"),
+    ]
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 4))
+    for ax, (x_name, y_name) in zip(axes, pairs, strict=True):
+        x, y = intervals[x_name], intervals[y_name]
+        xerr = [x - intervals[f"{x_name}_lo"], intervals[f"{x_name}_hi"] - x]
+        ax.errorbar(x, y, xerr=xerr, yerr=[y - intervals[f"{y_name}_lo"], intervals[f"{y_name}_hi"] - y], fmt="o", capsize=3)
+        for arm in intervals.index:
+            ax.annotate(str(arm), (x[arm], y[arm]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.set_xlabel(x_name.replace("_", " "))
+        ax.set_ylabel(y_name.replace("_", " "))
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{name}: per arm, 95% intervals")
+    save_figure(fig, path, dpi=110)
+    return path
+
+
+def plot_days(days: pd.DataFrame, path: Path, name: str) -> Path:
+    panels = [
+        ("revenue_per_session", "revenue per session"),
+        ("slot_true_clicks", "true clicks on the slot's item"),
+        ("coverage", "coverage so far"),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(13, 3.8))
+    for ax, (column, label) in zip(axes, panels, strict=True):
+        for arm, part in days.groupby(level=0, sort=False):
+            if part[column].notna().any():
+                ax.plot(part["day"], part[column], marker="o", label=str(arm))
+        ax.set_xlabel("day of the experiment")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{name}: per arm and day")
+    save_figure(fig, path, dpi=110)
+    return path
 
 
 def true_values(exposures: pd.DataFrame, outcomes: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
@@ -325,7 +496,12 @@ def simulate(config: SimConfig, show_progress: bool = True) -> SimResult:
 
 def print_simulation(result: SimResult, config: SimConfig, console: Console) -> None:
     print_table(result.arms, f"{config.name}: per arm over the {config.days} experiment days (ctr per item impression)", console)
+    print_table(result.intervals, "per arm with 95% intervals (delta method, shoppers randomized)", console)
     print_table(result.values, "the simulator's true slate value vs what the log attributes to slates", console)
+    if result.slots is not None:
+        print_table(result.slots, "exploration slot: off-policy estimates of clicks per decision vs the simulator's truth", console)
+    if result.slot_errors is not None:
+        print_table(result.slot_errors, f"off-policy estimators over {OPE_REPLICATES} logs redrawn on the same contexts", console)
     print_table(result.ranks, "position bias: configured examination vs clicks by rank", console)
     console.print(f"{result.sessions:,} sessions in {result.seconds:.0f} s; logs -> {result.logs}; tables -> {result.files[0].parent}")
     console.print(f"next: hyperrec experiment analyze {config.name} --logs {config.logs} --pre-days {config.pre_days:g}")

@@ -99,8 +99,13 @@ class Shoppers:
         quantity = 1 + rng.poisson(EXTRA_QUANTITY, n)
         return SlateActions(examined, clicked, carted, removed, bought, quantity, attraction)
 
+    def item_values(self, items: np.ndarray, attraction: np.ndarray, examined: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Expected clicks, revenue and margin of each item (its attraction) shown where it is examined with `examined`."""
+        click = examined * attraction
+        value = click * P_CART * self.in_stock[items] * (1 - P_REMOVE) * P_CHECKOUT * self.price[items] * (1 + EXTRA_QUANTITY)
+        return click, value, value * self.margin_rate[items]
+
     def expected_value(self, items: np.ndarray, attraction: np.ndarray) -> tuple[float, float, float]:
         """Expected clicks, revenue and margin of a slate (items, their attraction) under the shopper model."""
-        click = self.examine[: len(items)] * attraction
-        value = click * P_CART * self.in_stock[items] * (1 - P_REMOVE) * P_CHECKOUT * self.price[items] * (1 + EXTRA_QUANTITY)
-        return float(click.sum()), float(value.sum()), float((value * self.margin_rate[items]).sum())
+        click, value, margin = self.item_values(items, attraction, self.examine[: len(items)])
+        return float(click.sum()), float(value.sum()), float(margin.sum())
