@@ -50,6 +50,12 @@ class SimConfig(StrictModel):
     days: int = Field(ge=1, description="days of the experiment")
     sessions_per_day: int | None = Field(None, ge=1, description="at most this many of the generator's sessions a day (a seeded sample)")
     k: int = Field(10, ge=1, le=100, description="slate length")
+    placements: list[Literal["home", "product", "cart"]] = Field(
+        ["home"],
+        min_length=1,
+        description="where shoppers ask for slates: home at each session's start, product at their first organic view "
+        "(that item's page), cart right after their first organic add to cart",
+    )
     examination: ExaminationConfig = ExaminationConfig()
     attention: float = Field(
         100.0, gt=0, description="an examined item is clicked with P_CLICK * m / (1 + m), m = attention x its share of the demand"

@@ -4,11 +4,13 @@ The generator (hyperrec/data/synthetic.py) gives every shopper's organic session
 days: what they browse and buy on their own. The first `history_days` are the served model's
 training data (`write_history`). From then on, day by day and in time order, every session's
 events go to the shopper's arm through the serving side's ingestion, so the online state the next
-request reads has changed; during the experiment each session first asks its arm for a `home`
-slate, the shopper reacts to it (hyperrec/sim/shoppers.py) and those clicks, carts and purchases
-go back with the organic ones. What an arm changes is what the slates add to organic shopping:
-the lift. A slate purchase of an item the shopper buys organically in the same session is bought
-once (the organic line), so recommending what would have been bought anyway earns clicks, not revenue.
+request reads has changed; during the experiment each session asks its arm for a slate at each
+page visit (`placements`: home at its start, the product page of its first view, the cart page after
+its first add to cart), the shopper reacts to it (hyperrec/sim/shoppers.py) and those clicks, carts
+and purchases go back with the organic ones, in time order. What an arm changes is what the slates
+add to organic shopping: the lift. A slate purchase of an item the shopper buys organically in the
+same session (or from an earlier slate of it) is bought once, so recommending what would have been
+bought anyway earns clicks, not revenue.
 
 Units are shoppers, assigned by hyperrec/experiment/assignment.py (sticky salted hash). The
 exposures (one per slate) and outcomes (organic ones without a trace id; pre-period ones too, for
@@ -82,6 +84,7 @@ class SimResult:
     arms: pd.DataFrame  # per-arm metrics over the experiment's days
     intervals: pd.DataFrame  # per arm: conversion, revenue and margin per session with 95% intervals (the frontier)
     days: pd.DataFrame  # per arm and day: revenue per session, true slate and slot value, coverage so far
+    placements: pd.DataFrame  # per arm and placement: slates, clicks and purchases per slate, true value
     ranks: pd.DataFrame  # position bias: configured examination vs what the clicks show, by rank
     values: pd.DataFrame  # per arm: the simulator's true slate value vs the revenue the logs attribute to slates
     slots: pd.DataFrame | None  # off-policy estimates from each exploration slot's log vs the simulator's truth
@@ -156,13 +159,47 @@ async def _simulate(config: SimConfig, show_progress: bool) -> SimResult:
                 if live and len(today):
                     shoppers.start_day(np.array([int(sid.split("-")[0][1:]) for sid in today]), day + 0.5)
                 for sid in today:
-                    await _session(config, shoppers, clients, log, arm_of, by_session[sid], sessions[sid], live, rng)
+                    await _session(config, shoppers, clients, log, arm_of, by_session[sid], live, rng)
                     bar.update(1)
                 bar.set_postfix(day=f"{day - config.start_day + 1}/{config.days}" if live else f"pre {day - config.history_days + 1}")
     finally:
         for client in clients.values():
             await client.close()
     return _finish(config, spec, log, shop, len(sessions), time.time() - started)
+
+
+@dataclass(frozen=True)
+class Visit:
+    """A page the shopper is on when they ask for a slate: `home` at the session's start, a product page at their
+    first organic view (its item), the cart page right after their first organic add to cart."""
+
+    at: str  # the contract's wire form of the time (sorts like the time)
+    page: str
+    item_id: str | None = None
+
+    def sees(self, record: dict[str, Any]) -> bool:
+        """Whether the serving side has the event when the slate is asked for: home comes before the session's first
+        event; a product or cart page right after the view or add to cart that opened it."""
+        return record["timestamp"] < self.at or (self.page != "home" and record["timestamp"] == self.at)
+
+
+@dataclass
+class _Basket:
+    """What one session has bought so far: a slate purchase of an item already bought in it is bought once."""
+
+    bought: set[str]
+    order_id: str
+    lines: int
+
+
+def visits(pages: list[str], records: list[dict[str, Any]]) -> list[Visit]:
+    found = [Visit(records[0]["timestamp"], "home")] if "home" in pages else []
+    triggers = {"product": "view", "cart": "add_to_cart"}
+    for page in ("product", "cart"):
+        first = next((r for r in records if r["event_type"] == triggers[page]), None) if page in pages else None
+        if first is not None:
+            found.append(Visit(first["timestamp"], page, first["item_id"] if page == "product" else None))
+    return sorted(found, key=lambda v: v.at)
 
 
 async def _session(
@@ -172,27 +209,42 @@ async def _session(
     log: _Log,
     arm_of: dict[str, str],
     organic: pd.DataFrame,
-    start_s: float,
     live: bool,
     rng: np.random.Generator,
 ) -> None:
-    """One session: its organic events, and during the experiment a slate and the shopper's reaction to it."""
+    """One session: its organic events, and during the experiment a slate at each page visit and the shopper's
+    reaction to it. Events reach the serving side in time order up to each visit, so a cart page sees the cart."""
     user, sid = str(organic["user_id"].iloc[0]), str(organic["session_id"].iloc[0])
     arm, u = arm_of[user], int(user[1:])
-    records = frame_to_records(organic)
+    records = sorted(frame_to_records(organic), key=lambda r: r["timestamp"])
     for r in records:
         if r["event_type"] in OUTCOME_KINDS:
             value = float(r.get("price", 0.0)) * int(r.get("quantity", 1)) if r["event_type"] == "purchase" else 0.0
             margin = value * shoppers.margin_rate[shoppers.item_index[r["item_id"]]]
             log.outcome(user, sid, pd.Timestamp(r["timestamp"]), r["event_type"], r["item_id"], value, margin)
+    pending, sent = list(records), []
     if live:
-        records += await _slate(config, shoppers, clients[arm], log, arm, u, records, START_TS + pd.Timedelta(seconds=start_s), rng)
-    result = await clients[arm].ingest(sorted(records, key=lambda r: r["timestamp"]))
-    if result.rejected:
-        raise ValueError(f"the serving side rejected simulated events of session {sid}: {result.rejected[:3]}")
-    purchased = [shoppers.item_index[r["item_id"]] for r in records if r["event_type"] == "purchase"]
+        purchases = [r for r in records if r["event_type"] == "purchase"]
+        basket = _Basket({r["item_id"] for r in purchases}, purchases[0]["order_id"] if purchases else f"{sid}-rec", len(purchases))
+        for visit in visits(config.placements, records):
+            due = [r for r in pending if visit.sees(r)]
+            pending = [r for r in pending if not visit.sees(r)]
+            sent += await _ingest(clients[arm], due, sid)
+            pending += await _slate(config, shoppers, clients[arm], log, arm, u, records[0], visit, basket, rng)
+    sent += await _ingest(clients[arm], pending, sid)
+    purchased = [shoppers.item_index[r["item_id"]] for r in sent if r["event_type"] == "purchase"]
     if purchased:
         shoppers.remember(u, np.array(purchased, np.int64))
+
+
+async def _ingest(client: ArmClient, records: list[dict[str, Any]], sid: str) -> list[dict[str, Any]]:
+    if not records:
+        return []
+    records = sorted(records, key=lambda r: r["timestamp"])
+    result = await client.ingest(records)
+    if result.rejected:
+        raise ValueError(f"the serving side rejected simulated events of session {sid}: {result.rejected[:3]}")
+    return records
 
 
 async def _slate(
@@ -202,15 +254,15 @@ async def _slate(
     log: _Log,
     arm: str,
     u: int,
-    records: list[dict[str, Any]],
-    at: pd.Timestamp,
+    first: dict[str, Any],
+    visit: Visit,
+    basket: _Basket,
     rng: np.random.Generator,
 ) -> list[dict[str, Any]]:
-    """Ask the arm for a home slate at the session's start; the shopper's reaction as contract events (and outcomes)."""
-    first = records[0]
+    """Ask the arm for the visit's slate; the shopper's reaction as contract events (and outcomes)."""
     user, sid, context = first["user_id"], first["session_id"], first.get("context", {})
-    ask = {key: value for key, value in context.items() if key in ("device", "channel")} | {"page": "home"}
-    answer = await client.recommend(RecommendRequest(user_id=user, context=ask, k=config.k))
+    ask = {key: value for key, value in context.items() if key in ("device", "channel")} | {"page": visit.page}
+    answer = await client.recommend(RecommendRequest(user_id=user, context=ask, k=config.k, item_id=visit.item_id))
     display = next(a.display for a in config.arms if a.name == arm)
     order = np.arange(len(answer.items))
     if display == "shuffled":
@@ -221,10 +273,11 @@ async def _slate(
     items = np.array([shoppers.item_index[s.item_id] for s in slate], np.int64)
     actions = shoppers.react(u, items, rng)
     trace, slot = answer.trace_id, answer.exploration
+    at = pd.Timestamp(visit.at)
     true_clicks, true_revenue, true_margin = shoppers.expected_value(items, actions.attraction)
     log.exposures.append(
         {"trace_id": trace, "timestamp": at, "unit_id": user, "session_id": sid, "experiment": config.name, "arm": arm}
-        | {"placement": "home", "model_version": answer.model_version}
+        | {"placement": answer.placement, "model_version": answer.model_version}
         | {"explore_item": slot.item_id if slot else None, "explore_propensity": slot.propensity if slot else None}
         | {"slate": [{"item_id": s.item_id, "position": p, "score": s.score} for p, s in enumerate(slate)]}
         | {"true_clicks": true_clicks, "true_revenue": true_revenue, "true_margin": true_margin}  # the simulator's own: not logged
@@ -234,16 +287,13 @@ async def _slate(
         row = _slot_row(shoppers, slot, [s.item_id for s in slate], items, actions, u)
         log.slots.append(row | {"trace_id": trace, "arm": arm, "timestamp": at})
 
-    organic_bought = {r["item_id"] for r in records if r["event_type"] == "purchase"}
-    order_id = next((r["order_id"] for r in records if r["event_type"] == "purchase"), f"{sid}-rec")
-    basket = sum(r["event_type"] == "purchase" for r in records)
     events: list[dict] = []
 
     def event(kind: str, rank: int, offset_s: float, **fields) -> None:
         when = at + pd.Timedelta(seconds=offset_s)
         events.append(
             {"event_type": kind, "user_id": user, "session_id": sid, "item_id": slate[rank].item_id}
-            | {"timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "context": context | {"page": "home"}}
+            | {"timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "context": context | {"page": visit.page}}
             | fields
         )
         if kind in OUTCOME_KINDS:
@@ -257,11 +307,12 @@ async def _slate(
     for rank in np.flatnonzero(actions.removed):
         event("remove_from_cart", rank, 40.0 + rank, quantity=int(actions.quantity[rank]))
     for rank in np.flatnonzero(actions.bought):
-        if slate[rank].item_id in organic_bought:  # bought anyway, once: the organic line stands
+        if slate[rank].item_id in basket.bought:  # bought anyway (or from an earlier slate), once: the first line stands
             continue
-        basket += 1
+        basket.bought.add(slate[rank].item_id)
+        basket.lines += 1
         price, quantity = float(shoppers.price[items[rank]]), int(actions.quantity[rank])
-        event("purchase", rank, 60.0 + rank, order_id=order_id, quantity=quantity, price=price, position=basket)
+        event("purchase", rank, 60.0 + rank, order_id=basket.order_id, quantity=quantity, price=price, position=basket.lines)
     return events
 
 
@@ -327,17 +378,18 @@ def _finish(config: SimConfig, spec: ExperimentSpec, log: _Log, shop: SyntheticS
         ranks[f"{arm}: clicks / attraction"] = counts["clicks"] / np.maximum(counts["attraction"], 1e-12)  # estimates examination
 
     values = true_values(exposures, outcomes, spec.arm_names)
+    pages = placement_table(exposures, outcomes, spec.arm_names)
     intervals = arm_intervals(units, outcomes, spec.arm_names)
     days = daily(exposures, outcomes, slots, config, shop.config.n_items)
     ope, ope_errors = slot_estimates(slots) if len(slots) else (None, None)
 
     out = config.results / config.name
-    tables = {"arms": arms, "intervals": intervals, "days": days, "ranks": ranks, "values": values}
+    tables = {"arms": arms, "intervals": intervals, "days": days, "placements": pages, "ranks": ranks, "values": values}
     if ope is not None and ope_errors is not None:
         tables |= {"slots": ope, "slot_errors": ope_errors}
     files = [f for stem, table in tables.items() for f in write_table(table, out, stem)]
     files += [plot_frontier(intervals, out / "frontier.png", config.name), plot_days(days, out / "days.png", config.name)]
-    return SimResult(arms, intervals, days, ranks, values, ope, ope_errors, folder, files, n_sessions, seconds)
+    return SimResult(arms, intervals, days, pages, ranks, values, ope, ope_errors, folder, files, n_sessions, seconds)
 
 
 INTERVAL_METRICS = {  # name -> the per-shopper sum it divides by their sessions
@@ -376,7 +428,8 @@ def daily(exposures: pd.DataFrame, outcomes: pd.DataFrame, slots: pd.DataFrame, 
     """Per arm and experiment day: sessions, revenue per session (organic and slate purchases), the simulator's true
     value of the slates and of the exploration slot's item (expected clicks), and the catalogue coverage so far."""
     frame = exposures[["trace_id", "session_id", "arm", "timestamp", "true_revenue", "slate"]].copy()
-    frame["day"] = ((frame["timestamp"] - START_TS) / pd.Timedelta(days=1)).astype(int) - config.start_day + 1
+    started = frame.groupby("session_id")["timestamp"].transform("min")  # a session's later visits may fall after midnight
+    frame["day"] = ((started - START_TS) / pd.Timedelta(days=1)).astype(int) - config.start_day + 1
     bought = outcomes[outcomes["event"] == "purchase"].groupby("session_id")["value"].sum()
     frame["revenue"] = frame["session_id"].map(bought).fillna(0.0)
     if len(slots):
@@ -390,8 +443,9 @@ def daily(exposures: pd.DataFrame, outcomes: pd.DataFrame, slots: pd.DataFrame, 
         shown: set[str] = set()
         for day, today in part.groupby("day"):
             shown.update(item["item_id"] for slate in today["slate"] for item in slate)
+            visits = today.drop_duplicates("session_id")  # a session with several page visits counts once
             rows.append(
-                {"arm": arm.name, "day": int(day), "sessions": len(today), "revenue_per_session": today["revenue"].mean()}
+                {"arm": arm.name, "day": int(day), "sessions": len(visits), "revenue_per_session": visits["revenue"].mean()}
                 | {"true_slate_revenue": today["true_revenue"].mean(), "slot_true_clicks": today["slot_true_clicks"].mean()}
                 | {"coverage": len(shown) / n_items}
             )
@@ -466,6 +520,27 @@ def plot_days(days: pd.DataFrame, path: Path, name: str) -> Path:
     return path
 
 
+def placement_table(exposures: pd.DataFrame, outcomes: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
+    """Per arm and placement that answered: slates, clicks per slate, what shoppers bought from them (revenue and margin
+    per slate, attributed by trace id) and the simulator's true revenue per slate."""
+    slate = outcomes[outcomes["trace_id"].notna()]
+    clicks = slate[slate["event"] == "click"].groupby("trace_id").size()
+    bought = slate[slate["event"] == "purchase"].groupby("trace_id")[["value", "margin"]].sum()
+    frame = exposures.set_index("trace_id")[["arm", "placement", "true_revenue"]]
+    frame = frame.assign(clicks=clicks, value=bought["value"], margin=bought["margin"]).fillna({"clicks": 0, "value": 0.0, "margin": 0.0})
+    table = frame.groupby(["arm", "placement"]).agg(
+        slates=("clicks", "size"),
+        clicks_per_slate=("clicks", "mean"),
+        revenue_per_slate=("value", "mean"),
+        margin_per_slate=("margin", "mean"),
+        true_revenue_per_slate=("true_revenue", "mean"),
+        true_revenue_sd=("true_revenue", "std"),
+    )
+    table["true_revenue_se"] = table.pop("true_revenue_sd") / np.sqrt(table["slates"])  # over the shoppers and moments shown
+    order = {arm: n for n, arm in enumerate(arms)}
+    return table.reset_index().sort_values(["arm", "placement"], key=lambda c: c.map(order) if c.name == "arm" else c).set_index("arm")
+
+
 def true_values(exposures: pd.DataFrame, outcomes: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
     """Per arm: the simulator's expected clicks, revenue and margin of the slates shown (its true value) next to
     the purchases the log attributes to those slates (mean per slate, with its standard error), and the
@@ -497,6 +572,7 @@ def simulate(config: SimConfig, show_progress: bool = True) -> SimResult:
 def print_simulation(result: SimResult, config: SimConfig, console: Console) -> None:
     print_table(result.arms, f"{config.name}: per arm over the {config.days} experiment days (ctr per item impression)", console)
     print_table(result.intervals, "per arm with 95% intervals (delta method, shoppers randomized)", console)
+    print_table(result.placements, "per arm and placement: slates, and what shoppers clicked and bought from them", console)
     print_table(result.values, "the simulator's true slate value vs what the log attributes to slates", console)
     if result.slots is not None:
         print_table(result.slots, "exploration slot: off-policy estimates of clicks per decision vs the simulator's truth", console)

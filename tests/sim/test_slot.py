@@ -1,6 +1,7 @@
-"""The exploration slot in the closed loop, through the real in-process flow: a bandit arm and a random arm on the
-tiny shop. Each decision's logged propensity is its pool's probability; the off-policy table and the simulator's
-truth agree; the per-day and per-arm interval tables and their plots are written."""
+"""The exploration slot and the placements in the closed loop, through the real in-process flow: a bandit arm and a
+random arm on the tiny shop, shoppers asking on the home, product and cart pages. Each decision's logged propensity
+is its pool's probability; the off-policy table and the simulator's truth agree; cart pages come after a cart add;
+the per-day, per-placement and per-arm interval tables and their plots are written."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ ARMS = [
 @pytest.fixture(scope="module")
 def run(exported, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("slot")
-    config = tiny_config(exported, tmp / "logs", ARMS, name="tiny_slot", sessions_per_day=150)
+    config = tiny_config(exported, tmp / "logs", ARMS, name="tiny_slot", sessions_per_day=150, placements=["home", "product", "cart"])
     return config, simulate(config, show_progress=False)
 
 
@@ -63,3 +64,18 @@ def test_days_and_intervals(run):
     for name in ("conversion", "revenue_per_session", "margin_per_session"):
         assert (intervals[f"{name}_lo"] <= intervals[name]).all() and (intervals[name] <= intervals[f"{name}_hi"]).all()
     assert {p.name for p in result.files} >= {"frontier.png", "days.png", "slots.md", "slot_errors.md", "intervals.md"}
+
+
+def test_shoppers_ask_on_every_page_and_the_cart_page_follows_a_cart_add(run):
+    config, result = run
+    exposures, outcomes = (read_log(files, kind) for files, kind in zip(log_files(config.logs, config.name), ["exposures", "outcomes"]))
+    assert set(exposures["placement"]) == {"home", "product", "cart"}
+    assert set(result.placements.reset_index()[["arm", "placement"]].itertuples(index=False, name=None)) == {
+        (arm, page) for arm in ("bandit", "random") for page in ("home", "product", "cart")
+    }
+    carts = outcomes[(outcomes["event"] == "add_to_cart") & outcomes["trace_id"].isna()].groupby("session_id")["timestamp"].min()
+    cart_pages = exposures[exposures["placement"] == "cart"]
+    assert (cart_pages["timestamp"] >= cart_pages["session_id"].map(carts)).all()  # right after the session's first organic add
+    home = exposures[exposures["placement"] == "home"].set_index("session_id")["timestamp"]
+    later = exposures[exposures["placement"] != "home"]
+    assert (later["timestamp"] >= later["session_id"].map(home)).all()
