@@ -162,9 +162,10 @@ class UserState:
         consent = latest_consent(self.consent, session.consent)
         return UserState(self.baskets, self.shown, self.events.union(session.events), cart, queries, consent)
 
-    def sequence(self, max_len: int) -> np.ndarray:
-        """(max_len,) ids 1..n_items of the last max_len items bought, then the live items, left-padded with 0 (as in training)."""
-        live = self.live_items()
+    def sequence(self, max_len: int, live_intent: bool = True) -> np.ndarray:
+        """(max_len,) ids 1..n_items of the last max_len items bought, then (with `live_intent`) the live items, left-padded
+        with 0 (as in training)."""
+        live = self.live_items() if live_intent else EMPTY
         flat = np.concatenate([self.history().flat, live]) if len(live) else self.history().flat
         return pad_left(flat + 1, max_len)
 

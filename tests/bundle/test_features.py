@@ -3,7 +3,7 @@
 import numpy as np
 
 from hyperrec.bundle.slate import reserve_explore_slots
-from hyperrec.bundle.user_state import UserState
+from hyperrec.bundle.user_state import ITEM_EVENTS, Recent, UserState
 
 
 def test_user_state_counts_recency_and_decay():
@@ -14,6 +14,16 @@ def test_user_state_counts_recency_and_decay():
     assert state.sequence(4).tolist() == [5, 5, 6, 5]  # ids are item + 1, most recent last
     assert state.sequence(8).tolist() == [0, 0, 0, 4, 5, 5, 6, 5]
     assert UserState().sequence(3).tolist() == [0, 0, 0]
+
+
+def test_the_encoder_reads_the_live_intent_after_the_purchases_unless_told_not_to():
+    baskets = [np.array([3, 4])]
+    events = Recent(
+        items=np.array([7, 8]), kinds=np.array([ITEM_EVENTS.index("view"), ITEM_EVENTS.index("add_to_cart")]), times=np.array([1, 2])
+    )
+    state = UserState(baskets, events=events)
+    assert state.sequence(6).tolist() == [0, 0, 4, 5, 8, 9]  # bought 3 and 4, then viewed 7 and carted 8
+    assert state.sequence(6, live_intent=False).tolist() == [0, 0, 0, 0, 4, 5] == UserState(baskets).sequence(6).tolist()
 
 
 def test_exploration_slot_promotes_the_best_new_items_into_the_shown_list():
