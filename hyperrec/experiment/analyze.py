@@ -160,6 +160,11 @@ def check_arms(exposures: pd.DataFrame, spec: ExperimentSpec, where: Path) -> li
 
 
 def analyze(logs: Path, name: str, out: Path, spec_path: Path | None = None, metric: str = "revenue", pre_days: float = 14.0) -> Analysis:
+    with np.errstate(divide="ignore", invalid="ignore"):  # an arm too small for a variance gets NaN intervals, not warnings
+        return _analyze(logs, name, out, spec_path, metric, pre_days)
+
+
+def _analyze(logs: Path, name: str, out: Path, spec_path: Path | None, metric: str, pre_days: float) -> Analysis:
     if metric not in PRIMARY:
         raise ValueError(f"--metric {metric}: expected one of {PRIMARY}")
     exposure_files, outcome_files = log_files(logs, name)

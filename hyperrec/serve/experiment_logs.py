@@ -95,7 +95,8 @@ def collect(config: ServeConfig, logs: Path, attribution_s: float) -> tuple[Expe
     if not os.environ.get(config.privacy.id_key_env, "").strip():
         raise ConfigError(f"{config.privacy.id_key_env} is not set: set it to the key the endpoint ran with, or outcomes cannot join")
     spec = load_spec(config.experiment)
-    table = Registry(config.registry).bundle(config.version).item_table()
+    registry = Registry(config.registry)
+    table = registry.bundle(registry.resolve(config.version)).item_table()
     margin_rate = dict(zip(table.item_ids, np.nan_to_num(table.margin, nan=0.0), strict=True))
     exposures = exposures_from_audit(config.audit_folder(), spec.name)
     events = OfflineStore(config.event_log).read(OUTCOME_EVENTS)
