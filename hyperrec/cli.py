@@ -193,8 +193,8 @@ def cmd_audit(args: argparse.Namespace) -> None:
     from hyperrec.serve.audit_report import run_audit
     from hyperrec.serve.config import load_serve_config
 
-    if not (args.user or args.session or args.decision or args.verify):
-        raise ValueError("say what to look up: --user ID, --session ID or --decision TRACE_ID (and/or --verify)")
+    if not (args.user or args.session or args.decision or args.verify or args.model_events):
+        raise ValueError("say what to look up: --user ID, --session ID, --decision TRACE_ID or --model-events (and/or --verify)")
     config = load_serve_config(args.config, args.overrides)
     run_audit(
         args.path or config.audit_folder(),
@@ -205,6 +205,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
         decision=args.decision,
         item=args.item,
         check=args.verify,
+        model_events=args.model_events,
         limit=args.limit,
     )
 
@@ -380,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decision", metavar="TRACE_ID", help="one answer's trace_id")
     p.add_argument("--item", help="only the decisions that showed this item (highlighted)")
     p.add_argument("--verify", action="store_true", help="check the checksum chain of every file (edits, deletions, reordering)")
-    p.add_argument("--limit", type=int, default=20, help="show at most the last N decisions")
+    p.add_argument("--model-events", action="store_true", help="the versions served and who changed them (start, swap, rollback, canary)")
+    p.add_argument("--limit", type=int, default=20, help="show at most the last N decisions (or model events)")
     p.add_argument("--path", type=Path, help="the audit folder (default: the serve config's audit.path, beside its event log)")
     p.add_argument("--config", type=Path, help="the serve YAML the server ran with (audit path, privacy key variable)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="serve settings, e.g. event_log=data/store/served")

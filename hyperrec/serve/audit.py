@@ -5,6 +5,10 @@ its hash field>}`. Editing a line breaks its own hash; deleting or reordering li
 breaks the next line's `prev`. The chain runs across the files of a chain folder in name order and
 starts from GENESIS. What a hash chain cannot show is the loss of the newest lines at its end.
 
+Beside the decisions, the chain holds the changes of what the endpoint serves (`ModelEventRecord`: a start,
+an admin's swap, a rollback by the monitors, a canary started, promoted or rolled back, with the reasons),
+so that a decision's version can be traced to who or what put it there.
+
 Records hold pseudonyms (`Pseudonyms.of`) of the user and session ids, never the ids themselves:
 `hyperrec audit --user ID` finds a shopper's records by hashing ID under the same key. A shopper without
 analytics consent (withdrawn, or unknown because the online store did not answer) is left out: their
@@ -20,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -66,6 +71,20 @@ class DecisionRecord(StrictModel):
     items: list[AuditedItem]
     exploration: Exploration | None = Field(None, description="the exploration slot's pool and probabilities (off-policy evaluation)")
     latency_ms: float
+
+
+ModelEventKind = Literal["start", "swap", "rollback", "canary_started", "canary_promoted", "canary_rolled_back", "canary_stopped"]
+
+
+class ModelEventRecord(StrictModel):
+    """A change of the version the endpoint serves (or of its canary), in the chain beside the decisions."""
+
+    record: Literal["model_event"] = "model_event"
+    time: datetime
+    kind: ModelEventKind
+    from_version: str | None = Field(description="what was served before (None at start)")
+    to_version: str = Field(description="what is served after; for a canary event, the canary's version")
+    reasons: list[str] = Field([], description="why: the broken monitor bounds, or what promoted a canary")
 
 
 @dataclass(frozen=True)
@@ -116,7 +135,7 @@ def candidate_pool(candidates: Candidates) -> CandidatePool:
 # -- the chain -----------------------------------------------------------------------------------
 
 
-def seal(record: DecisionRecord, prev: str) -> tuple[str, str]:
+def seal(record: DecisionRecord | ModelEventRecord, prev: str) -> tuple[str, str]:
     """The record's line (with its newline) and its hash."""
     body = f'{{"prev":"{prev}",' + record.model_dump_json()[1:]
     digest = hashlib.sha256(body.encode()).hexdigest()
@@ -185,8 +204,8 @@ def last_hash(folder: Path) -> str:
     return GENESIS
 
 
-def read_records(path: Path) -> Iterator[DecisionRecord]:
-    """Every record under `path`, chain by chain, in written order (lines that do not parse are skipped: see verify)."""
+def _fields(path: Path) -> Iterator[dict[str, Any]]:
+    """Every record's fields under `path`, chain by chain, in written order (lines that do not parse are skipped: see verify)."""
     for folder in chains(path):
         for file in chain_files(folder):
             for raw in _lines(file):
@@ -196,4 +215,18 @@ def read_records(path: Path) -> Iterator[DecisionRecord]:
                     continue
                 fields.pop("prev", None)
                 fields.pop("hash", None)
-                yield DecisionRecord.model_validate(fields)
+                yield fields
+
+
+def read_records(path: Path) -> Iterator[DecisionRecord]:
+    """Every decision record under `path`, in written order."""
+    for fields in _fields(path):
+        if fields.get("record") != "model_event":
+            yield DecisionRecord.model_validate(fields)
+
+
+def read_model_events(path: Path) -> Iterator[ModelEventRecord]:
+    """Every model event under `path`, in written order."""
+    for fields in _fields(path):
+        if fields.get("record") == "model_event":
+            yield ModelEventRecord.model_validate(fields)

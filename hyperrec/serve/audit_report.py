@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hyperrec.data.events import CONSENT_PURPOSES
-from hyperrec.serve.audit import DecisionRecord, chain_files, chains, read_records, verify
+from hyperrec.serve.audit import DecisionRecord, ModelEventRecord, chain_files, chains, read_model_events, read_records, verify
 from hyperrec.serve.privacy import PrivacyConfig, Pseudonyms
 
 
@@ -62,6 +62,16 @@ def print_decision(record: DecisionRecord, console: Console, item: str | None = 
     console.print(table)
 
 
+def print_model_events(events: list[ModelEventRecord], console: Console) -> None:
+    """What the endpoint served when, and who or what changed it (starts, swaps, rollbacks, canaries)."""
+    table = Table(title="model events (the last ones, oldest first)", title_justify="left")
+    for column in ("time (UTC)", "event", "from", "to", "why"):
+        table.add_column(column)
+    for e in events:
+        table.add_row(f"{e.time:%Y-%m-%d %H:%M:%S}", e.kind, e.from_version or "-", e.to_version, "; ".join(e.reasons) or "-")
+    console.print(table)
+
+
 def run_audit(
     folder: Path,
     privacy: PrivacyConfig,
@@ -72,6 +82,7 @@ def run_audit(
     decision: str | None = None,
     item: str | None = None,
     check: bool = False,
+    model_events: bool = False,
     limit: int = 20,
 ) -> None:
     if not folder.is_dir():
@@ -82,6 +93,8 @@ def run_audit(
             raise ValueError(f"the audit chain is broken: {broken}")
         files = sum(len(chain_files(c)) for c in chains(folder))
         console.print(f"{folder}: {len(chains(folder))} chains, {files} files, every line intact")
+    if model_events:
+        print_model_events(list(read_model_events(folder))[-limit:], console)
     if user is None and session is None and decision is None:
         return
     ids = pseudonyms_from_environment(privacy) if user is not None or session is not None else None

@@ -23,7 +23,7 @@ from typing import IO
 
 from prometheus_client import Counter
 
-from hyperrec.serve.audit import Decision, chain_files, last_hash, seal
+from hyperrec.serve.audit import Decision, ModelEventRecord, chain_files, last_hash, seal
 from hyperrec.serve.config import AuditConfig
 from hyperrec.serve.privacy import Pseudonyms
 
@@ -53,7 +53,7 @@ class AuditWriter:
         self.dropped = dropped
         self.folder, self._chain_lock = claim_chain(root)
         self.prev = last_hash(self.folder)
-        self.queue: queue.Queue[Decision | None] = queue.Queue(config.queue_size)
+        self.queue: queue.Queue[Decision | ModelEventRecord | None] = queue.Queue(config.queue_size)
         self._file: IO[bytes] | None = None
         self._day = ""
         self._closed = False
@@ -62,8 +62,8 @@ class AuditWriter:
         self._thread = threading.Thread(target=self._run, name="hyperrec-audit", daemon=True)
         self._thread.start()
 
-    def put(self, decision: Decision) -> None:
-        """Queue a decision; never blocks. A full queue (or a closed writer) drops it and counts the drop."""
+    def put(self, decision: Decision | ModelEventRecord) -> None:
+        """Queue a decision (or a model event); never blocks. A full queue (or a closed writer) drops it and counts the drop."""
         with self._lock:
             if not self._closed:
                 try:
@@ -110,11 +110,11 @@ class AuditWriter:
                     self._file.close()
                 return
 
-    def _write(self, decisions: list[Decision]) -> None:
+    def _write(self, decisions: list[Decision | ModelEventRecord]) -> None:
         lines = []
         prev = self.prev
         for decision in decisions:
-            line, prev = seal(decision.record(self.pseudonyms), prev)
+            line, prev = seal(decision.record(self.pseudonyms) if isinstance(decision, Decision) else decision, prev)
             lines.append(line)
         try:
             out = self._current_file()

@@ -17,6 +17,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -31,7 +32,7 @@ from hyperrec.data.events import events_to_table, frame_to_records, validate_eve
 from hyperrec.data.offline_store import OfflineStore
 from hyperrec.models.item_index import single_threaded
 from hyperrec.registry import Registry
-from hyperrec.serve.audit import Decision, candidate_pool
+from hyperrec.serve.audit import Decision, ModelEventKind, ModelEventRecord, candidate_pool
 from hyperrec.serve.audit_writer import AuditWriter
 from hyperrec.serve.bandit import SLOT_FEATURES, Explorer
 from hyperrec.serve.canary import Canary, CanaryOutcome
@@ -230,7 +231,17 @@ class RecommendFlow:
     async def swap(self, spec: str) -> str:
         """Load a version into every stage, then switch to it; requests in flight finish on the old one. A canary ends."""
         self.rolled_back, self.canary, self.canary_outcome = None, None, None  # an admin acted
-        return await self._switch(spec)
+        before = self.current
+        version = await self._switch(spec)
+        if version != before:
+            self._model_event("start" if before is None else "swap", before, version, [])
+        return version
+
+    def _model_event(self, kind: ModelEventKind, from_version: str | None, to_version: str, reasons: list[str]) -> None:
+        """A change of what is served, into the audit chain beside the decisions it explains."""
+        if self.audit is not None:
+            event = ModelEventRecord(time=datetime.now(UTC), kind=kind, from_version=from_version, to_version=to_version, reasons=reasons)
+            self.audit.put(event)
 
     async def start_canary(self, spec: str, share: float | None = None) -> Canary:
         """Load a version beside the current one and let it answer `share` of the shoppers (see serve/canary.py)."""
@@ -244,6 +255,7 @@ class RecommendFlow:
             self.canary = Canary(version, share if share is not None else self.config.canary.share)
             self.canary_outcome = None
             self._forget_unused()
+        self._model_event("canary_started", self.current, version, [self.canary.describe()])
         logger.warning("canary: %s", self.canary.describe())
         return self.canary
 
@@ -252,7 +264,9 @@ class RecommendFlow:
         async with self._swap_lock:
             canary, self.canary = self.canary, None
             self._forget_unused()
-            return canary
+        if canary is not None:
+            self._model_event("canary_stopped", self.current, canary.version, ["an admin stopped it"])
+        return canary
 
     async def _load_items(self, version: str) -> VersionItems:
         items = await asyncio.to_thread(VersionItems, self.registry, version, self.config, self.explorer)
@@ -304,6 +318,7 @@ class RecommendFlow:
             self._end_canary("rolled back", [f"the current version {version} was rolled back"])
         self._forget_unused()
         self.rolled_back = RolledBack(version, target, reasons, time.time())
+        self._model_event("rollback", version, target, reasons)
         self.metrics.rollbacks.labels(version).inc()
         logger.error("monitors: %s", self.rolled_back.describe())
 
@@ -350,6 +365,10 @@ class RecommendFlow:
         self.canary = None
         self.canary_outcome = CanaryOutcome(canary.version, outcome, reasons)
         self.metrics.canary_outcomes.labels(canary.version, outcome).inc()
+        if outcome == "promoted":  # the canary is current now: it took over from the last-good
+            self._model_event("canary_promoted", self.last_good, canary.version, reasons)
+        else:
+            self._model_event("canary_rolled_back", self.current, canary.version, reasons)
         self._forget_unused()
         (logger.warning if outcome == "promoted" else logger.error)("monitors: %s", self.canary_outcome.describe())
 

@@ -159,7 +159,7 @@ def lines_of(folder: Path) -> list[tuple[Path, list[bytes]]]:
 def test_the_chain_verifies_and_shows_an_edit_a_deletion_and_a_reordering(exported, tmp_path):
     chain = sealed_lines(exported, tmp_path, servers=3, each=4)
     files = lines_of(chain)
-    assert [len(lines) for _, lines in files] == [4, 4, 4]
+    assert [len(lines) for _, lines in files] == [5, 5, 5]  # each server's start (a model event), then its 4 decisions
     assert verify(chain) is None
     first, lines = files[0]
 
@@ -281,12 +281,13 @@ def test_audit_command_answers_why_a_shopper_saw_an_item(exported, tmp_path, cap
     assert main(["audit", "--path", folder, "--session", VISIT, "--item", sent[2].items[0].item_id]) == 0
     assert sent[2].trace_id in capsys.readouterr().out
 
-    assert main(["audit", "--path", folder, "--verify"]) == 0
-    assert "every line intact" in capsys.readouterr().out
+    assert main(["audit", "--path", folder, "--verify", "--model-events"]) == 0
+    out = capsys.readouterr().out
+    assert "every line intact" in out and "start" in out and exported.version in out
     [file] = chain_files(tmp_path / "audit" / "chain-0")
     file.write_bytes(file.read_bytes().replace(b'"placement":"home"', b'"placement":"email"'))
     assert main(["audit", "--path", folder, "--verify"]) == 2
-    assert ":1: the line was edited" in capsys.readouterr().err
+    assert ":2: the line was edited" in capsys.readouterr().err  # line 1: the server's start
 
     assert main(["audit", "--path", folder, "--decision", "no-such-trace"]) == 2
     assert "no decision record" in capsys.readouterr().err

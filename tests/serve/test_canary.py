@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from hyperrec.registry import Registry
+from hyperrec.serve.audit import read_model_events
 from hyperrec.serve.flow import RecommendFlow
 from hyperrec.serve.schemas import RecommendRequest
 from tests.serve.test_flow import make_flow
@@ -66,6 +67,9 @@ def test_a_canary_clicked_far_less_is_ended_by_the_monitors(exported, copy, tmp_
     assert flow.canary is None and flow.current == exported.version and flow.rolled_back is None
     after = asyncio.run(shop(flow, 50, {}, seed=1))
     assert set(after) == {exported.version}
+    flow.close()
+    ended = list(read_model_events(flow.config.audit_folder()))[-1]
+    assert (ended.kind, ended.to_version) == ("canary_rolled_back", copy) and ended.reasons == outcome.reasons
 
 
 def test_a_canary_as_good_as_the_current_version_is_promoted(exported, copy, tmp_path):
@@ -81,6 +85,13 @@ def test_a_canary_as_good_as_the_current_version_is_promoted(exported, copy, tmp
     assert (flow.current, flow.last_good) == (copy, exported.version)
     assert served.count(copy) >= 200  # promoted only after its answers
     assert set(asyncio.run(shop(flow, 50, {}, seed=3))) == {copy}  # every shopper on it now
+    flow.close()
+    events = [(e.kind, e.from_version, e.to_version) for e in read_model_events(flow.config.audit_folder())]
+    assert events == [
+        ("start", None, exported.version),
+        ("canary_started", exported.version, copy),
+        ("canary_promoted", exported.version, copy),
+    ]
 
 
 def test_a_version_clicked_far_less_than_the_last_good_one_is_rolled_back(exported, copy, tmp_path):

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hyperrec.bundle import manifest as files
 from hyperrec.registry import Registry
+from hyperrec.serve.audit import read_model_events, read_records, verify
 from hyperrec.serve.flow import RecommendFlow
 from hyperrec.serve.schemas import RecommendRequest, RecommendResponse
 from tests.serve.test_flow import make_flow
@@ -77,3 +78,13 @@ def test_a_broken_version_is_rolled_back_by_itself_and_the_good_one_is_not(expor
     assert rollbacks(flow, broken) == 1
     asyncio.run(flow.swap(broken))  # an admin acts: the note clears
     assert flow.rolled_back is None and flow.current == broken
+    flow.close()  # the audit chain holds who changed the version, beside the decisions, and still verifies
+    events = [(e.kind, e.from_version, e.to_version) for e in read_model_events(flow.config.audit_folder())]
+    assert events == [
+        ("start", None, exported.version),
+        ("swap", exported.version, broken),
+        ("rollback", broken, exported.version),
+        ("swap", exported.version, broken),
+    ]
+    assert next(e for e in read_model_events(flow.config.audit_folder()) if e.kind == "rollback").reasons[0].startswith("score PSI")
+    assert verify(flow.config.audit_folder()) is None and len(list(read_records(flow.config.audit_folder()))) == 12 * CHECK_EVERY
