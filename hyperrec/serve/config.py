@@ -95,6 +95,12 @@ class StoreConfig(StrictModel):
         description="memory store: at start, apply the event log (every event acknowledged before a restart or a crash) "
         "on top of the seed; a Redis store keeps its own state",
     )
+    restart_check_s: float | None = Field(
+        10.0,
+        gt=0,
+        description="every this many seconds an answer checks (in a thread) that the store still holds the start-up state; a "
+        "Redis found empty (restarted without persistence) is seeded again and the event log replayed into it. null = never",
+    )
 
 
 class AdminConfig(StrictModel):

@@ -178,6 +178,8 @@ class RecommendFlow:
         self.canary: Canary | None = None
         self.canary_outcome: CanaryOutcome | None = None  # how the last canary ended, cleared by the next swap or canary
         self._checks: set[asyncio.Task] = set()  # at most one monitor check at a time (referenced until it ends)
+        self._store_checks: set[asyncio.Task] = set()  # at most one check that the store still holds the start-up state
+        self._next_store_check = 0.0
         self._no_fallback: set[str] = set()  # versions that broke a bound with nothing to roll back to
 
     # -- models ------------------------------------------------------------------------------
@@ -198,6 +200,7 @@ class RecommendFlow:
             await self._start_experiment(self.config.experiment)
         if self.config.store.seed_users:
             self.store.seed(self.registry.bundle(version).user_baskets())
+        self.store.mark_started()
         if self.config.store.kind == "memory" and self.config.store.replay_event_log and self.event_log is not None:
             started = time.perf_counter()
             if replayed := self.replay():  # the events acknowledged before a restart or a crash
@@ -495,7 +498,36 @@ class RecommendFlow:
         if self.monitor is not None and served_by != "popularity" and consent.analytics:
             self.monitor.quality.expose(shoppers, served_version, [p.item for p in picks], now)
         self._after_answer(version, fell_back)
+        self._check_store()
         return response
+
+    def _check_store(self) -> None:
+        """Every `store.restart_check_s`, in a thread: a store that lost its start-up state gets it again."""
+        every = self.config.store.restart_check_s
+        if every is None or self._store_checks or time.monotonic() < self._next_store_check:
+            return
+        self._next_store_check = time.monotonic() + every
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self.restore_if_lost))
+        self._store_checks.add(task)
+        task.add_done_callback(self._store_checks.discard)
+
+    def restore_if_lost(self) -> bool:
+        """Seed the store again and replay the event log into it if it lost what the start put there; returns whether it did.
+        Events that arrive meanwhile are applied as usual, and again by the replay if the log has them by then: baskets,
+        events and consent are idempotent, a cart line added in that moment may count twice."""
+        try:
+            if self.store.holds_start():
+                return False
+            self.store.mark_started()  # first: a check meanwhile finds it in hand
+            assert self.current is not None
+            seeded = self.store.seed(self.registry.bundle(self.current).user_baskets()) if self.config.store.seed_users else 0
+            replayed = self.replay() if self.event_log is not None else 0
+        except Exception as exc:  # the store is down: answers say so; the next check tries again
+            logger.debug("online store: the start-up state check failed: %s", exc)
+            return False
+        self.cache.clear()
+        logger.warning("online store: lost its start-up state (restarted empty?): %d users seeded, %d events replayed", seeded, replayed)
+        return True
 
     @staticmethod
     def _exploration(picks: list[Pick], items: VersionItems, policy: Policy, shopper: str, page: str, trace_id: str) -> Exploration | None:

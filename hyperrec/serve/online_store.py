@@ -157,6 +157,14 @@ class OnlineStore(ABC):
     def seed(self, baskets: dict[str, list[np.ndarray]]) -> int:
         """Load users' histories (e.g. from the offline data at deploy); users with baskets already are kept. Returns users added."""
 
+    def holds_start(self) -> bool:
+        """Whether what the server put in at its start (the seed, the replayed log) is still there. A store in the server's
+        own memory cannot lose it without the server; a shared one (Redis restarted without persistence) can."""
+        return True
+
+    def mark_started(self) -> None:  # noqa: B027 -- see holds_start: nothing to mark in the server's own memory
+        """Note that the server's start-up state is in (holds_start is true from now until the store loses it)."""
+
     def close(self) -> None:  # noqa: B027 -- a store with no connections has nothing to release
         """Release connections."""
 

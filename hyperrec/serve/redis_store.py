@@ -301,6 +301,12 @@ class RedisStore(OnlineStore):
             added += sum(pipe.execute())
         return added
 
+    def holds_start(self) -> bool:
+        return bool(self._redis.exists(f"{self._ns}:started"))
+
+    def mark_started(self) -> None:
+        self._redis.set(f"{self._ns}:started", "1")
+
     def close(self) -> None:
         self._redis.close()
 
