@@ -136,6 +136,10 @@ class UserState:
             self._history = History.of(self.baskets)
         return self._history
 
+    def share_history(self, other: UserState) -> None:
+        """Take `other`'s history summary (computing it there if it has none yet): the caller knows both hold the same baskets."""
+        self._history = other.history()
+
     def live_items(self) -> np.ndarray:
         """Items viewed, clicked or put in the cart after the last purchase among `events`, each once, by its last time;
         an item whose last such event took it out of the cart is left out (the shopper changed their mind)."""

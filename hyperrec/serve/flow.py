@@ -594,12 +594,12 @@ class RecommendFlow:
             tuple(state.cart) if placement.page == "cart" else (),
         )
         shopper = shopper_key(subject)
-        cached = self.cache.get(shopper, key)
+        cached = self.cache.get(shopper, key, state)
         if cached is not None:
             return cached, True
         call = self.stages.candidates(version, [state], context, out_of_stock, prices, [placement])
         candidates = (await self._stage(call, self.config.budgets.retrieval_ms, f"retrieval {version}"))[0]
-        self.cache.put(shopper, key, candidates)
+        self.cache.put(shopper, key, candidates, state)
         return candidates, False
 
     @staticmethod

@@ -5,6 +5,7 @@ import numpy as np
 
 from hyperrec.bundle.features import FEATURE_NAMES
 from hyperrec.bundle.retrieval import Candidates
+from hyperrec.bundle.user_state import UserState
 from hyperrec.serve.candidate_cache import CandidateCache
 
 
@@ -26,6 +27,17 @@ def test_a_hit_needs_the_same_user_and_key():
     cache.put("u", ("v1", 3), newer)  # replaces the user's entry and what it held
     assert cache.get("u", ("v1", 3)) is newer and cache.get("u", ("v1", 2)) is None and len(cache) == 1
     assert cache.invalidate_item(1) == 0  # the old entry no longer holds item 1
+
+
+def test_a_hit_hands_the_request_the_history_summary_computed_at_retrieval():
+    cache = CandidateCache(4)
+    retrieved = UserState([np.array([1, 2]), np.array([2])])
+    summary = retrieved.history()
+    cache.put("u", ("v1", 2), held(1, 2), retrieved)
+    request = UserState([np.array([1, 2]), np.array([2])])  # the same baskets, read again from the store
+    assert cache.get("u", ("v1", 2), request) is not None and request.history() is summary
+    missed = UserState([np.array([1, 2])])
+    assert cache.get("u", ("v1", 1), missed) is None and missed.history() is not summary
 
 
 def test_an_item_event_drops_exactly_the_entries_holding_the_item():
