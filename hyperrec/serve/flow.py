@@ -200,7 +200,10 @@ class RecommendFlow:
             await self._start_experiment(self.config.experiment)
         if self.config.store.seed_users:
             self.store.seed(self.registry.bundle(version).user_baskets())
-        self.store.mark_started()
+        try:
+            self.store.mark_started()
+        except Exception as exc:  # unreachable now: the periodic check puts the start-up state in once it answers
+            logger.warning("online store: not reachable at start (%s); answers degrade until it is", exc)
         if self.config.store.kind == "memory" and self.config.store.replay_event_log and self.event_log is not None:
             started = time.perf_counter()
             if replayed := self.replay():  # the events acknowledged before a restart or a crash
