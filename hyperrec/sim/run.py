@@ -281,6 +281,7 @@ async def _slate(
         | {"explore_item": slot.item_id if slot else None, "explore_propensity": slot.propensity if slot else None}
         | {"slate": [{"item_id": s.item_id, "position": p, "score": s.score} for p, s in enumerate(slate)]}
         | {"true_clicks": true_clicks, "true_revenue": true_revenue, "true_margin": true_margin}  # the simulator's own: not logged
+        | {"true_last_clicks": float(shoppers.examine[len(items) - 1] * actions.attraction[-1]) if len(items) else 0.0}
     )
     log.count(arm, items, actions)
     if slot is not None:
@@ -426,8 +427,9 @@ def arm_intervals(units: pd.DataFrame, outcomes: pd.DataFrame, arms: list[str]) 
 
 def daily(exposures: pd.DataFrame, outcomes: pd.DataFrame, slots: pd.DataFrame, config: SimConfig, n_items: int) -> pd.DataFrame:
     """Per arm and experiment day: sessions, revenue per session (organic and slate purchases), the simulator's true
-    value of the slates and of the exploration slot's item (expected clicks), and the catalogue coverage so far."""
-    frame = exposures[["trace_id", "session_id", "arm", "timestamp", "true_revenue", "slate"]].copy()
+    value of the slates, of their last place (expected clicks: the exploration slot's place by default, what a slot
+    costs in an arm without one) and of the exploration slot's item, and the catalogue coverage so far."""
+    frame = exposures[["trace_id", "session_id", "arm", "timestamp", "true_revenue", "true_last_clicks", "slate"]].copy()
     started = frame.groupby("session_id")["timestamp"].transform("min")  # a session's later visits may fall after midnight
     frame["day"] = ((started - START_TS) / pd.Timedelta(days=1)).astype(int) - config.start_day + 1
     bought = outcomes[outcomes["event"] == "purchase"].groupby("session_id")["value"].sum()
@@ -446,7 +448,8 @@ def daily(exposures: pd.DataFrame, outcomes: pd.DataFrame, slots: pd.DataFrame, 
             visits = today.drop_duplicates("session_id")  # a session with several page visits counts once
             rows.append(
                 {"arm": arm.name, "day": int(day), "sessions": len(visits), "revenue_per_session": visits["revenue"].mean()}
-                | {"true_slate_revenue": today["true_revenue"].mean(), "slot_true_clicks": today["slot_true_clicks"].mean()}
+                | {"true_slate_revenue": today["true_revenue"].mean(), "last_place_true_clicks": today["true_last_clicks"].mean()}
+                | {"slot_true_clicks": today["slot_true_clicks"].mean()}
                 | {"coverage": len(shown) / n_items}
             )
     return pd.DataFrame(rows).set_index("arm")
