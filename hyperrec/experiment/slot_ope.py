@@ -90,6 +90,11 @@ def estimates(log: SlotLog, target: np.ndarray, predicted: np.ndarray) -> dict[s
     }
 
 
+def true_value(target: np.ndarray, truth: np.ndarray) -> float:
+    """A target policy's true mean reward per logged context, given every pool place's true expected reward."""
+    return float((target * truth).sum(1).mean())
+
+
 def ope_table(log: SlotLog, truth: np.ndarray | None = None) -> pd.DataFrame:
     """One row per target policy: the estimates and, given every pool place's true expected reward (n, m;
     a simulator's), the target's true value and each estimator's error."""
@@ -98,7 +103,7 @@ def ope_table(log: SlotLog, truth: np.ndarray | None = None) -> pd.DataFrame:
     for name, target in target_policies(log, predicted).items():
         row = {"decisions": len(log.chosen)} | estimates(log, target, predicted)
         if truth is not None:
-            row["truth"] = float((target * truth).sum(1).mean())
+            row["truth"] = true_value(target, truth)
             row |= {f"{key}_error": row[key] - row["truth"] for key in ("ips", "snips", "dr")}
         rows[name] = row
     return pd.DataFrame(rows).T.rename_axis("target")
@@ -117,10 +122,10 @@ def resampled_errors(log: SlotLog, truth: np.ndarray, replicates: int, seed: int
         draw = SlotLog(log.probabilities, log.features, chosen, reward)
         predicted = ridge_predictions(draw)
         for name, target in target_policies(draw, predicted).items():
-            true_value = float((target * truth).sum(1).mean())
+            truth_of_target = true_value(target, truth)
             found = estimates(draw, target, predicted)
             for estimator in ("ips", "snips", "dr"):
-                errors.setdefault((name, estimator), []).append(found[estimator] - true_value)
+                errors.setdefault((name, estimator), []).append(found[estimator] - truth_of_target)
     rows = [
         {"target": name, "estimator": estimator, "bias": float(np.mean(e)), "rmse": float(np.sqrt(np.mean(np.square(e))))}
         for (name, estimator), e in errors.items()

@@ -67,7 +67,6 @@ class _Pending:
     trace_id: str
     item: int
     features: np.ndarray
-    at: float
     reward: float = 0.0
 
 
@@ -105,7 +104,7 @@ class Explorer:
             pages = self._pending.setdefault(shopper, {})
             if page in pages:
                 self._learn(pages.pop(page))
-            pages[page] = _Pending(trace_id, item, features, now)
+            pages[page] = _Pending(trace_id, item, features)
             self._opened.append((now, shopper, page, trace_id))
 
     def rewarded(self, shoppers: list[str], kind: str, item: int, value: float) -> None:

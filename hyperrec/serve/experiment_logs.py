@@ -12,7 +12,6 @@ carry no pseudonym and are left out.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from hyperrec.experiment.assignment import ExperimentSpec, load_spec
 from hyperrec.experiment.records import LogError, write_frame
 from hyperrec.registry import Registry
 from hyperrec.serve.audit import read_records
+from hyperrec.serve.audit_report import pseudonyms_from_environment
 from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.privacy import Pseudonyms
 
@@ -92,15 +92,14 @@ def collect(config: ServeConfig, logs: Path, attribution_s: float) -> tuple[Expe
         raise ConfigError("the serve config runs no experiment: give the one the endpoint ran (experiment=configs/experiment/NAME.yaml)")
     if config.event_log is None:
         raise ConfigError("the serve config has no event log (event_log: null): there are no outcomes to collect")
-    if not os.environ.get(config.privacy.id_key_env, "").strip():
-        raise ConfigError(f"{config.privacy.id_key_env} is not set: set it to the key the endpoint ran with, or outcomes cannot join")
+    pseudonyms = pseudonyms_from_environment(config.privacy)  # before any reading: without the key nothing joins
     spec = load_spec(config.experiment)
     registry = Registry(config.registry)
     table = registry.bundle(registry.resolve(config.version)).item_table()
     margin_rate = dict(zip(table.item_ids, np.nan_to_num(table.margin, nan=0.0), strict=True))
     exposures = exposures_from_audit(config.audit_folder(), spec.name)
     events = OfflineStore(config.event_log).read(OUTCOME_EVENTS)
-    outcomes = outcomes_from_events(events, Pseudonyms.from_environment(config.privacy), margin_rate)
+    outcomes = outcomes_from_events(events, pseudonyms, margin_rate)
     outcomes = outcomes[outcomes["unit_id"].isin(set(exposures["unit_id"]))].reset_index(drop=True)
     outcomes["trace_id"] = attribute(outcomes, exposures, attribution_s)
     folder = logs / spec.name

@@ -656,6 +656,7 @@ class RecommendFlow:
         index = self.items[self.current].index if self.current else {}
         unknown = 0
         actions: list[Action] = []
+        explorers = self.explorers
         for event in accepted:
             item_id = getattr(event, "item_id", None)
             item = index.get(item_id) if item_id is not None else -1
@@ -679,7 +680,7 @@ class RecommendFlow:
                     keys = [shopper_key(s) for s in action.subjects()]
                     if self.monitor is not None:
                         self.monitor.quality.label(keys, kind, item, arrived)
-                    for explorer in self.explorers:
+                    for explorer in explorers:
                         explorer.rewarded(keys, kind, item, float(getattr(event, "price", 0.0) or 0.0) * action.quantity)
                 if kind == "consent" and event.purpose == "personalization" and not event.granted:
                     for subject in action.subjects():
