@@ -11,7 +11,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 SCHEMATHESIS_VENV := .venv-schemathesis
 SCHEMATHESIS_STAMP := $(SCHEMATHESIS_VENV)/.installed
 
-.PHONY: setup triton-setup schemathesis-setup lint format test demo demo-ci bench clean
+.PHONY: setup triton-setup schemathesis-setup browser lint format test demo demo-ci bench clean
 
 setup: $(STAMP) $(TRITON_STAMP) $(SCHEMATHESIS_STAMP)
 
@@ -50,7 +50,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: setup lint
+# The storefront page test's Chromium (Debian packages, best effort: without them that test is skipped).
+browser:
+	@bash scripts/install-browser.sh
+
+test: setup browser lint
 	$(BIN)/pytest -q
 
 demo: $(STAMP)

@@ -12,7 +12,7 @@ from tests.conftest import SERVE_PORT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-INSTALL = "the storefront page test needs Chromium: `sudo apt-get install chromium chromium-driver` (.ci/run installs them)"
+INSTALL = "the storefront page test needs Chromium: `sudo apt-get install chromium chromium-driver` (`make test` installs them)"
 
 
 @pytest.fixture(scope="module")
