@@ -55,8 +55,12 @@ class DataConfig(StrictModel):
     catalog_path: Path | None = None
     skip_invalid: bool = False
     event_types: list[str] = ["purchase"]
-    split: Literal["last_basket", "last_item", "time"] = "last_basket"
+    split: Literal["last_basket", "last_item", "time", "last_session"] = "last_basket"
     time_split_quantiles: tuple[float, float] = (0.8, 0.9)
+    session_target: Literal["click", "purchase"] = Field(
+        "purchase", description="last_session: rank the next clicked item, or the session's purchases (data/session_split.py)"
+    )
+    anonymous_test: bool = Field(False, description="last_session: the test shoppers' events before their session are hidden")
     min_history: int = Field(1, ge=1)
     max_users: int | None = Field(None, ge=1)
     synthetic: SyntheticConfig = SyntheticConfig()
@@ -65,6 +69,10 @@ class DataConfig(StrictModel):
     def _file_needs_path(self) -> DataConfig:
         if self.source in ("file", "store") and self.path is None:
             raise ValueError(f"data.source={self.source} needs data.path (a CSV/Parquet file of events, or an offline store directory)")
+        if self.split == "last_session" and not {"view", self.session_target} <= set(self.event_types):
+            raise ValueError(
+                f"split last_session with session_target {self.session_target} needs event_types with view and {self.session_target}"
+            )
         lo, hi = self.time_split_quantiles
         if not 0 < lo < hi < 1:
             raise ValueError("time_split_quantiles must satisfy 0 < validation < test < 1")
@@ -84,6 +92,9 @@ class MethodConfig(StrictModel):
     path: Path | None = Field(
         None, description="kind 'run': a training run directory, or experiments/runs/<config name> for that config's latest run"
     )
+    head: Literal["next_item", "next_purchase"] | None = Field(
+        None, description="kind 'run', a multi-behaviour SASRec: the head that scores (default: the run's served_head)"
+    )
     retrievers: dict[str, MethodConfig] = Field(
         {}, description="kind 'pipeline': the candidate sources (baselines with fixed params, or trained runs)"
     )
@@ -94,6 +105,8 @@ class MethodConfig(StrictModel):
             raise ValueError("a method of kind 'run' needs `path` (a run directory); other kinds take none")
         if self.kind == "run" and (self.params or self.grid):
             raise ValueError("a trained run has no params or grid to tune")
+        if self.kind != "run" and self.head is not None:
+            raise ValueError("`head` picks a trained run's head: only a method of kind 'run' takes it")
         if self.kind != "pipeline" and self.retrievers:
             raise ValueError("only a method of kind 'pipeline' takes `retrievers`")
         if self.kind == "pipeline" and self.grid:

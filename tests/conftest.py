@@ -97,6 +97,24 @@ def exported(trained_run, tmp_path_factory):
     return export_run(trained_run[0], config, log=lambda *_: None)
 
 
+@pytest.fixture(scope="session")
+def exported_behaviour(ray_cluster, tmp_path_factory):
+    """A tiny multi-behaviour SASRec trained on the session task (every event kind) and exported: its ExportResult."""
+    from hyperrec.config import ExperimentConfig
+    from hyperrec.export.run import ExportConfig, export_run
+    from hyperrec.train.launcher import run_training
+
+    tmp = tmp_path_factory.mktemp("behaviour")
+    config = tiny_training_config(tmp, num_workers=1)
+    config["name"] = "tiny_behaviour"
+    config["data"] |= {"event_types": ["view", "click", "add_to_cart", "remove_from_cart", "purchase"], "split": "last_session"}
+    config["model"]["params"] |= {"behaviour": True, "purchase_weight": 1.0, "served_head": "next_purchase"}
+    record = run_training(ExperimentConfig.model_validate(config))
+    run_dir = Path(config["tracking"]["runs_dir"]).resolve() / record["run"]
+    export = ExportConfig(registry=tmp / "registry", cutoffs=3, ranker={"epochs": 3, "hidden": [16]})
+    return export_run(run_dir, export, log=lambda *_: None)
+
+
 def tiny_training_config(tmp_path, **train) -> dict:
     """A small synthetic shop and a small SASRec: seconds per epoch on one CPU."""
     return {

@@ -89,3 +89,15 @@ def test_overrides_go_into_the_name_so_results_never_overwrite_the_committed_con
     assert load_config(path, ["data.split=time", "name=mine"]).name == "mine"
     long = load_config(path, [f"data.path=/very/long/{'x' * 100}.csv"]).name
     assert long.startswith("exp+") and len(long) == len("exp+") + 12 and "/" not in long
+
+
+def test_a_head_is_for_runs_and_the_session_split_needs_its_event_kinds():
+    from pydantic import ValidationError
+
+    from hyperrec.config import DataConfig, MethodConfig
+
+    assert MethodConfig(kind="run", path=Path("r"), head="next_purchase").head == "next_purchase"
+    with pytest.raises(ValidationError, match="only a method of kind 'run' takes it"):
+        MethodConfig(kind="popularity", head="next_item")
+    with pytest.raises(ValidationError, match="needs event_types with view and click"):
+        DataConfig(split="last_session", session_target="click", event_types=["view", "purchase"])

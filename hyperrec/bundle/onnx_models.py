@@ -12,8 +12,16 @@ import numpy as np
 
 class Encoder(Protocol):
     max_len: int
+    behaviour: bool  # reads (B, 3, L) sequences: item, kind and gap ids (UserState.behaviour_sequence); else (B, L) items
 
     def __call__(self, sequences: np.ndarray, context: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+def sequence_feeds(sequences: np.ndarray) -> dict[str, np.ndarray]:
+    """The encoder's sequence inputs by name: `items`, and of (B, 3, L) behaviour sequences `kinds` and `gaps` too."""
+    if sequences.ndim == 3:
+        return {"items": sequences[:, 0], "kinds": sequences[:, 1], "gaps": sequences[:, 2]}
+    return {"items": sequences}
 
 
 class Scorer(Protocol):
@@ -42,9 +50,10 @@ class OnnxEncoder:
     def __init__(self, path: Path, max_len: int, threads: int = 1, providers: list[str] | None = None):
         self.model = OnnxModel(path, threads, providers)
         self.max_len = max_len
+        self.behaviour = "kinds" in self.model.inputs
 
     def __call__(self, sequences: np.ndarray, context: dict[str, np.ndarray]) -> np.ndarray:
-        return self.model.run({"items": sequences} | context)
+        return self.model.run(sequence_feeds(sequences) | context)
 
 
 class OnnxScorer:

@@ -136,9 +136,11 @@ class Retrieval:
         return min(self.encoder.max_len, self.config.encoder_len or self.encoder.max_len)
 
     def user_vectors(self, states: list[UserState], context: dict[str, np.ndarray]) -> np.ndarray:
-        window = self.window
-        live = self.config.live_intent
-        sequences = np.stack([s.sequence(window, live) for s in states]) if states else np.zeros((0, window), np.int64)
+        window, live = self.window, self.config.live_intent
+        if self.encoder.behaviour:
+            sequences = np.stack([s.behaviour_sequence(window) for s in states]) if states else np.zeros((0, 3, window), np.int64)
+        else:
+            sequences = np.stack([s.sequence(window, live) for s in states]) if states else np.zeros((0, window), np.int64)
         return np.ascontiguousarray(self.encoder(sequences, context), np.float32)
 
     def available(self, items: np.ndarray, blocked: np.ndarray) -> np.ndarray:

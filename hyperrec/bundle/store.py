@@ -91,7 +91,8 @@ class Bundle:
         if runtime.backend == "triton":
             from hyperrec.bundle.triton_client import TritonEncoder
 
-            return TritonEncoder(runtime.triton_url, model="encoder", max_len=self.manifest.max_len)
+            behaviour = "kinds" in self.manifest.encoder_inputs
+            return TritonEncoder(runtime.triton_url, model="encoder", max_len=self.manifest.max_len, behaviour=behaviour)
         return OnnxEncoder(self.path / files.ENCODER, self.manifest.max_len, threads=runtime.threads)
 
     def scorer(self, runtime: ModelRuntime) -> Scorer:

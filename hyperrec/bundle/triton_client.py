@@ -11,6 +11,8 @@ import threading
 import numpy as np
 from tritonclient import http
 
+from hyperrec.bundle.onnx_models import sequence_feeds
+
 
 class TritonModel:
     """One model on a Triton server, fed by input name like `OnnxModel`; inputs it does not
@@ -75,12 +77,13 @@ class TritonModel:
 class TritonEncoder:
     """`OnnxEncoder` over Triton: (sequences [B, max_len], context inputs [B]) -> user vectors [B, D]."""
 
-    def __init__(self, url: str, model: str = "encoder", *, max_len: int):
+    def __init__(self, url: str, model: str = "encoder", *, max_len: int, behaviour: bool = False):
         self.model = TritonModel(url, model)
         self.max_len = max_len
+        self.behaviour = behaviour
 
     def __call__(self, sequences: np.ndarray, context: dict[str, np.ndarray]) -> np.ndarray:
-        return self.model.run({"items": sequences} | context)
+        return self.model.run(sequence_feeds(sequences) | context)
 
 
 class TritonScorer:

@@ -9,10 +9,10 @@ A state is a snapshot (the store hands out a fresh one per request). What featur
 the policy's reasons need of the whole history (`History`: per-item counts, recency, decayed
 counts) is computed once per state, with array operations, the first time one of them asks.
 
-The served models are trained on purchases; of the rest they read the live intent (`live_items`:
-what the shopper viewed, clicked or carted since their last purchase), which the encoder reads
-after the purchased items. A state built from purchases alone (export's) has none, so what the
-models see of it is unchanged.
+A purchase-only encoder reads the purchases, then the live intent (`live_items`: what the shopper
+viewed, clicked or carted since their last purchase). A multi-behaviour encoder reads every recent
+event with its kind and time gap (`behaviour_sequence`). A state built from purchases alone
+(export's) has no events, so what the models see of it is its purchases.
 """
 
 from __future__ import annotations
@@ -21,16 +21,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hyperrec.data.sequences import Interactions
+from hyperrec.data import behaviours
+from hyperrec.data.sequences import Interactions, user_sessions
 from hyperrec.data.windows import pad_left
 
 MAX_BASKETS = 100  # older baskets are forgotten online; features look at most this far back
+MAX_EVENTS = 200  # recent item events the online state keeps by default (StateCaps.events)
 DECAYS = (0.8, 0.5)  # decays of the ranking features, summed once with the rest of the history
 
 EMPTY = np.empty(0, np.int64)
-ITEM_EVENTS = ("view", "click", "add_to_cart", "remove_from_cart", "purchase")  # `Recent.kinds` codes index this
-INTENT = np.array([ITEM_EVENTS.index(k) for k in ("view", "click", "add_to_cart")])  # kinds that show what they want now
-REMOVE, PURCHASE = ITEM_EVENTS.index("remove_from_cart"), ITEM_EVENTS.index("purchase")
 ConsentRecord = tuple[int, bool]  # (event time in microseconds since the epoch, granted)
 
 
@@ -97,7 +96,7 @@ class Recent:
     """Recent item events, oldest first (ties: by kind code, then item): what each one was, on which item, when."""
 
     items: np.ndarray = field(default_factory=lambda: EMPTY)
-    kinds: np.ndarray = field(default_factory=lambda: EMPTY)  # codes into ITEM_EVENTS
+    kinds: np.ndarray = field(default_factory=lambda: EMPTY)  # codes into data.behaviours.BEHAVIOURS
     times: np.ndarray = field(default_factory=lambda: EMPTY)  # microseconds since the epoch
 
     def __len__(self) -> int:
@@ -124,7 +123,19 @@ class UserState:
 
     @classmethod
     def from_history(cls, history: Interactions, user: int) -> UserState:
-        return cls([np.asarray(b, np.int64) for b in history.baskets[user][-MAX_BASKETS:]])
+        """The user's baskets; of event data (with kinds) the purchases, one basket per session (`Interactions.orders`),
+        the last MAX_EVENTS events as the recent events and the cart they leave, as the online state would hold them."""
+        baskets = history.baskets[user]
+        if history.kinds is None:
+            return cls([np.asarray(b, np.int64) for b in baskets[-MAX_BASKETS:]])
+        kinds = history.kinds[user]
+        purchases = np.flatnonzero(kinds == behaviours.PURCHASE)
+        bought, _ = user_sessions([baskets[i] for i in purchases], np.asarray(history.times[user])[purchases])
+        recent = slice(max(len(baskets) - MAX_EVENTS, 0), len(baskets))
+        items = np.array([b[0] for b in baskets[recent]], np.int64)
+        times = np.round(np.asarray(history.times[user][recent]) * 1e6).astype(np.int64)
+        codes = np.asarray(kinds[recent], np.int64)
+        return cls(bought[-MAX_BASKETS:], events=Recent(items, codes, times), cart=behaviours.live_cart(items, codes))
 
     @property
     def n_baskets(self) -> int:
@@ -141,17 +152,9 @@ class UserState:
         self._history = other.history()
 
     def live_items(self) -> np.ndarray:
-        """Items viewed, clicked or put in the cart after the last purchase among `events`, each once, by its last time;
-        an item whose last such event took it out of the cart is left out (the shopper changed their mind)."""
+        """Items viewed, clicked or put in the cart after the last purchase among `events` (`data.behaviours.live_intent`)."""
         if self._live is None:
-            e = self.events
-            after = np.flatnonzero(e.kinds == PURCHASE)
-            start = after[-1] + 1 if len(after) else 0
-            kinds, items = e.kinds[start:], e.items[start:]
-            keep = np.isin(kinds, INTENT) | (kinds == REMOVE)
-            kinds, items = kinds[keep], items[keep]
-            last = np.sort(len(items) - 1 - np.unique(items[::-1], return_index=True)[1])  # each item's last position
-            self._live = items[last][kinds[last] != REMOVE]
+            self._live = behaviours.live_intent(self.events.items, self.events.kinds)
         return self._live
 
     @property
@@ -172,6 +175,19 @@ class UserState:
         live = self.live_items() if live_intent else EMPTY
         flat = np.concatenate([self.history().flat, live]) if len(live) else self.history().flat
         return pad_left(flat + 1, max_len)
+
+    def behaviour_sequence(self, max_len: int) -> np.ndarray:
+        """(3, max_len) item, kind and gap ids for a multi-behaviour encoder (`data.behaviours.behaviour_inputs`): the
+        purchases older than the recent events, as purchases at an unknown time, then the recent events themselves.
+
+        The recent events hold the live orders' purchases too, so the older purchases are the bought items but as many of
+        the last ones as there are purchase events (exact unless an order listed one item twice)."""
+        e, flat = self.events, self.history().flat
+        older = flat[: max(len(flat) - int((e.kinds == behaviours.PURCHASE).sum()), 0)]
+        items = np.concatenate([older, e.items]) + 1
+        kinds = np.concatenate([np.full(len(older), behaviours.PURCHASE), e.kinds])
+        times = np.concatenate([np.full(len(older), np.nan), e.times / 1e6])
+        return behaviours.behaviour_inputs(items, kinds, times, max_len)
 
     def item_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Items the user bought, in how many baskets, and how many baskets ago last (0 = last basket)."""

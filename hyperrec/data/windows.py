@@ -9,12 +9,33 @@ from __future__ import annotations
 
 import numpy as np
 
+from hyperrec.data.behaviours import PURCHASE, behaviour_inputs, gap_ids, live_intent
 from hyperrec.data.sequences import Interactions
 
 
 def flat_items(interactions: Interactions, user: int) -> np.ndarray:
     baskets = interactions.baskets[user]
     return np.concatenate(baskets) + 1 if baskets else np.empty(0, np.int64)
+
+
+def flat_behaviour(interactions: Interactions, user: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Item ids (1..n), kind codes and times (seconds) of the user's items, oldest first; a basket's items share its
+    time, and data without kinds is purchases."""
+    baskets = interactions.baskets[user]
+    sizes = np.fromiter(map(len, baskets), np.int64, len(baskets))
+    times = np.repeat(np.asarray(interactions.times[user], np.float64), sizes)
+    if interactions.kinds is None:
+        return flat_items(interactions, user), np.full(int(sizes.sum()), PURCHASE), times
+    return flat_items(interactions, user), np.repeat(interactions.kinds[user], sizes), times
+
+
+def served_items(interactions: Interactions, user: int) -> np.ndarray:
+    """What a purchase-only encoder reads of the user's events when served (`UserState.sequence`): the purchases, then
+    the live intent after the last one."""
+    items, kinds, _ = flat_behaviour(interactions, user)
+    if interactions.kinds is None:
+        return items
+    return np.concatenate([items[kinds == PURCHASE], live_intent(items, kinds)])
 
 
 def pad_left(ids: np.ndarray, max_len: int) -> np.ndarray:
@@ -26,10 +47,15 @@ def pad_left(ids: np.ndarray, max_len: int) -> np.ndarray:
 
 
 def recent_items(interactions: Interactions, users: np.ndarray, max_len: int) -> np.ndarray:
-    """(len(users), max_len) ids of each user's last max_len items, left-padded with 0."""
+    """(len(users), max_len) ids of each user's last max_len served items (`served_items`), left-padded with 0."""
     if not len(users):
         return np.zeros((0, max_len), np.int64)
-    return np.stack([pad_left(flat_items(interactions, user), max_len) for user in users])
+    return np.stack([pad_left(served_items(interactions, user), max_len) for user in users])
+
+
+def recent_behaviour(interactions: Interactions, users: np.ndarray, max_len: int) -> np.ndarray:
+    """(len(users), 3, max_len): item, kind and gap ids of each user's last max_len events (`behaviour_inputs`)."""
+    return np.stack([behaviour_inputs(*flat_behaviour(interactions, user), max_len) for user in users]).reshape(-1, 3, max_len)
 
 
 def training_windows(interactions: Interactions, max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,3 +111,27 @@ def next_basket_windows(interactions: Interactions, max_len: int, max_basket: in
     if not inputs:
         return np.zeros((0, max_len), np.int64), np.zeros((0, max_len, max_basket), np.int64)
     return np.stack(inputs), np.stack(targets)
+
+
+def behaviour_windows(interactions: Interactions, max_len: int) -> dict[str, np.ndarray]:
+    """Multi-behaviour training windows, cut from the end of each user's events as `training_windows` cuts:
+    `items`, `kinds`, `gaps` (N, max_len) inputs; `targets`: the next event's item (next engagement);
+    `purchase_targets`: the item of the next purchase after each position, wherever it is (0: none)."""
+    names = ("items", "kinds", "gaps", "targets", "purchase_targets")
+    out: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for user in range(interactions.n_users):
+        items, kinds, times = flat_behaviour(interactions, user)
+        bought = np.flatnonzero(kinds == PURCHASE)
+        after = np.searchsorted(bought, np.arange(len(items)), side="right")  # the next purchase's index into `bought`
+        next_purchase = np.where(after < len(bought), items[bought[np.minimum(after, len(bought) - 1)]], 0) if len(bought) else 0 * items
+        rows = np.stack([items, kinds + 1, gap_ids(times), next_purchase])
+        for end in range(len(items), 1, -max_len):
+            start = max(0, end - max_len - 1)
+            window = np.zeros((5, max_len), np.int64)
+            n = end - start - 1
+            window[:3, max_len - n :] = rows[:3, start : end - 1]
+            window[3, max_len - n :] = items[start + 1 : end]
+            window[4, max_len - n :] = rows[3, start : end - 1]
+            for name, row in zip(names, window):
+                out[name].append(row)
+    return {name: np.stack(rows) if rows else np.zeros((0, max_len), np.int64) for name, rows in out.items()}

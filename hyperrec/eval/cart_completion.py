@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hyperrec.bundle.user_state import ITEM_EVENTS, Recent, UserState
+from hyperrec.bundle.user_state import Recent, UserState
+from hyperrec.data.behaviours import BEHAVIOURS
 from hyperrec.data.sequences import EvalTask, Interactions
 from hyperrec.models.base import Recommender, best_items, popularity_tiebreak
 from hyperrec.models.cooccurrence import cooccurrence_matrix
 
-ADD_TO_CART = ITEM_EVENTS.index("add_to_cart")
+ADD_TO_CART = BEHAVIOURS.index("add_to_cart")
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ def evaluate_methods(config: ExperimentConfig, split: Split, catalog: pd.DataFra
 def build_fixed(method: MethodConfig, catalog: pd.DataFrame) -> Recommender:
     """A method with nothing to grid-search: a trained run, or a pipeline over baselines and runs."""
     if method.kind == "run":
-        return load_run(require_run(method.path), catalog)
+        return load_run(require_run(method.path), catalog, method.head)
     retrievers = {
         name: build_fixed(r, catalog) if r.kind == "run" else make_baseline(r.kind, r.params) for name, r in method.retrievers.items()
     }

@@ -1,7 +1,8 @@
 """What export turns into ONNX for each model kind: the user encoder, and the item vectors.
 
 `exportable(kind, model)` returns an `ExportPlan`: a module whose forward takes named numpy-able
-inputs (`items` [B, L] ids 1..n, 0 = padding; two-tower also `device`, `hour`, `weekday` [B])
+inputs (`items` [B, L] ids 1..n, 0 = padding; a multi-behaviour SASRec also `kinds` and `gaps` [B, L];
+two-tower also `device`, `hour`, `weekday` [B])
 and returns the user vector [B, D]; an example input for tracing; which input axes are dynamic;
 and the item vectors [n_items, D] (row j = item index j) that retrieval indexes.
 
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hyperrec.config import ModelKind
+from hyperrec.data.behaviours import N_GAP_IDS, N_KIND_IDS
 from hyperrec.models.sasrec import SASRec
 from hyperrec.models.two_tower import N_DEVICES, N_HOURS, N_WEEKDAYS, ItemTower, TwoTower
 
@@ -39,24 +41,27 @@ class ExportPlan:
 
 
 class SASRecUserEncoder(nn.Module):
-    """The hidden state at the last position: the query vector whose dot product with an item's
-    (tied) embedding is SASRec's next-item score, without the repeat head (the ranker's repeat
-    features take that role in serving)."""
+    """The query vector at the last position (`SASRec.query`, through the served head) whose dot product with an
+    item's (tied) embedding is SASRec's next-item score, without the repeat head (the ranker's repeat features take
+    that role in serving). A behaviour model also reads each event's kind and gap ids."""
 
     def __init__(self, model: SASRec):
         super().__init__()
         self.model = model
 
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
-        return self.model(items)[:, -1]
+    def forward(self, items: torch.Tensor, kinds: torch.Tensor | None = None, gaps: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.query(items, kinds, gaps)
 
 
 def _sasrec_plan(model: SASRec) -> ExportPlan:
     max_len = model.config.max_len
     example = {"items": torch.randint(0, model.n_items + 1, (2, max_len))}
+    if model.config.behaviour:
+        example |= {"kinds": torch.randint(0, N_KIND_IDS, (2, max_len)), "gaps": torch.randint(0, N_GAP_IDS, (2, max_len))}
     with torch.no_grad():
         vectors = model.item_embeddings()[1:].float().numpy()
-    return ExportPlan(SASRecUserEncoder(model).eval(), example, {"items": {0: "batch", 1: "length"}}, vectors, max_len)
+    dynamic = {name: {0: "batch", 1: "length"} for name in example}
+    return ExportPlan(SASRecUserEncoder(model).eval(), example, dynamic, vectors, max_len)
 
 
 class ExportItemTower(nn.Module):

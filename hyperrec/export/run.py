@@ -31,14 +31,14 @@ from hyperrec.bundle.bought_together import BoughtTogether
 from hyperrec.bundle.cohorts import CohortLists
 from hyperrec.bundle.features import FEATURE_NAMES, ItemTable
 from hyperrec.bundle.manifest import IndexSettings, Manifest, ParityCheck
-from hyperrec.bundle.onnx_models import OnnxEncoder, OnnxScorer
+from hyperrec.bundle.onnx_models import OnnxEncoder, OnnxScorer, sequence_feeds
 from hyperrec.bundle.retrieval import Retrieval, RetrievalConfig
 from hyperrec.bundle.store import staged, user_baskets_frame, write
 from hyperrec.config import ExperimentConfig, StrictModel
 from hyperrec.data.dataset import Dataset
 from hyperrec.data.sequences import Interactions, Split, make_split
 from hyperrec.data.sources import load_dataset
-from hyperrec.data.windows import recent_items
+from hyperrec.data.windows import recent_behaviour, recent_items
 from hyperrec.export.modules import ExportPlan, exportable
 from hyperrec.export.onnx import export_checked
 from hyperrec.export.served_ranker import evaluate_serving, fit_ranker, serving_reference, training_lists, user_context
@@ -123,8 +123,12 @@ def encoder_cases(plan: ExportPlan, n_items: int, rng: np.random.Generator, spli
             case[name] = rng.integers(0, max(high, 1), shape).astype(np.int64)
         cases.append(case)
     if split is not None:
-        users = split.test.users[:64]
-        real = {"items": recent_items(split.test.history, users, plan.max_len)} | user_context(split.test.history, users)
+        users, history = split.test.users[:64], split.test.history
+        if "kinds" in plan.example:
+            sequences = sequence_feeds(recent_behaviour(history, users, plan.max_len))
+        else:
+            sequences = {"items": recent_items(history, users, plan.max_len)}
+        real = sequences | user_context(history, users)
         cases.append({name: real[name] for name in plan.example})
     return cases
 
@@ -227,19 +231,21 @@ def export_run(run_dir: Path, config: ExportConfig, log: Callable[[str], object]
         log(f"exported the encoder: max abs error vs torch {encoder.parity['encoder'].max_abs_error:.2e}")
 
         index = build_index(plan, r)
-        features, labels, groups = training_lists(split.test.history, catalog, encoder.encoder, plan.item_vectors, r, config.cutoffs, index)
+        # The ranker learns next purchases, the serving side is built from purchases; of event data only the evaluation
+        # (the run's own task, on states with their events) reads the rest.
+        bought = split.test.history.orders()
+        features, labels, groups = training_lists(bought, catalog, encoder.encoder, plan.item_vectors, r, config.cutoffs, index)
         log(f"ranker: {groups[-1] + 1} training lists, {len(labels)} candidates, {labels.mean():.3f} positive")
         ranker = train_served_ranker(features, labels, groups, config.ranker, staging, config.parity_tolerance, rng)
 
-        test_retrieval = Retrieval(encoder.encoder, plan.item_vectors, ItemTable.from_history(split.test.history, catalog), r, index=index)
+        test_retrieval = Retrieval(encoder.encoder, plan.item_vectors, ItemTable.from_history(bought, catalog), r, index=index)
         evaluation = evaluate_bundle(test_retrieval, ranker.scorer, split, staging)
 
         data = source.config.data
         events = source.dataset.events
         events = events[events["event_type"].isin(data.event_types) & events["item_id"].notna()]
-        write_serving_side(
-            staging, encoder.encoder, plan.item_vectors, index, r, split.full, catalog, split.user_ids, ranker.scorer, rng, events
-        )
+        full = split.full.orders()
+        write_serving_side(staging, encoder.encoder, plan.item_vectors, index, r, full, catalog, split.user_ids, ranker.scorer, rng, events)
         write_triton(staging, plan, config.gpu)
         manifest = Manifest(
             source_run=str(run_dir),

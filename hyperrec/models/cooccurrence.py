@@ -23,6 +23,9 @@ Normalize = Literal["none", "conditional", "cosine"]
 
 
 class CooccurrenceParams(Params):
+    by_session: bool = Field(
+        False, description="on event data: compare sessions (events merged at 30 min of inactivity), not single events"
+    )
     normalize: Normalize = Field(
         "none",
         description="none: counts c_ij; conditional: c_ij / n_i, the share of baskets holding i that also hold j; "
@@ -35,6 +38,7 @@ class LastBasketCooccurrence(Recommender):
     params: CooccurrenceParams
 
     def _fit(self, data: Interactions, counts: sp.csr_matrix) -> None:
+        data = data.sessions() if self.params.by_session else data
         baskets = data.basket_matrix()
         self.cooccurrence = cooccurrence_matrix(baskets, self.params.normalize)
         n_baskets = np.array([len(user) for user in data.baskets])

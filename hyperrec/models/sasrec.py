@@ -19,12 +19,18 @@ Conventions:
   init, unscaled embeddings, feed-forward 4 x dim; runs trained before these switches load as they
   were); the original SASRec's (sqrt(dim)-scaled input embeddings, Xavier init, feed-forward of width
   dim) learns faster on Instacart's next-item task (README, "Plain SASRec: ablation").
+- multi-behaviour input (`behaviour`, in the spirit of MB-STR, Yuan et al., SIGIR 2022, at its simplest):
+  each item's embedding plus its event kind's and its time-gap bucket's, trained on the next event of
+  the whole stream (search excluded), with an optional second head for the next purchase
+  (`purchase_weight`): a linear map of the same hidden state, scored against the same item table. On
+  purchase-only data every kind is purchase and the gaps say "same basket" or how far apart baskets were.
 - optional repeat head (a copy mechanism, in the spirit of RepeatNet, Ren et al., AAAI 2019):
   score(item) += w_seen * [bought before] + w_count * log(1 + count) + w_decay * log(1 + sum over
   the item's earlier occurrences of decay^age). Grocery baskets are mostly re-purchases, which a
   softmax over embeddings learns slowly from few users; the head gives the transformer a direct
   path to them (personal frequency and recency, as in TIFU-KNN), with its four scalars learned
-  at their own, larger learning rate (`repeat_lr`).
+  at their own, larger learning rate (`repeat_lr`). A behaviour model weighs each earlier event by
+  its kind, per head: a carted item can count more towards the next purchase than a viewed one.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from hyperrec.config import StrictModel
+from hyperrec.data.behaviours import N_GAP_IDS, N_KIND_IDS
 from hyperrec.models.sampled_softmax import corrected_logits
 from hyperrec.models.transformer import Block
 
@@ -62,18 +69,35 @@ class SASRecConfig(StrictModel):
     repeat_lr: float = Field(
         0.05,
         gt=0,
-        description="learning rate of the repeat head's four scalars (a few steps per epoch at the shared rate barely move them)",
+        description="learning rate of the repeat head's scalars (a few steps per epoch at the shared rate barely move them)",
     )
     objective: Literal["next_item", "next_basket"] = Field(
         "next_item", description="next_basket: at each basket's last item, predict every item of the next basket (full softmax)"
+    )
+    behaviour: bool = Field(
+        False,
+        description="multi-behaviour input: each item also gets the embedding of its event's kind (view, click, add to cart, "
+        "remove, purchase) and of its time-gap bucket (data/behaviours.py); the target is the next event's item",
+    )
+    purchase_weight: float = Field(
+        0.0, ge=0, description="behaviour only: weight of a second head's next-purchase loss (0: no purchase head)"
+    )
+    served_head: Literal["next_item", "next_purchase"] = Field(
+        "next_item", description="the head whose query vector scores items when served and evaluated"
     )
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> SASRecConfig:
         if self.dim % self.n_heads != 0:
             raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
-        if (self.repeat_head or self.objective == "next_basket") and self.loss != "full_softmax":
-            raise ValueError("repeat_head and objective=next_basket are implemented for loss=full_softmax only")
+        if (self.repeat_head or self.objective == "next_basket" or self.behaviour) and self.loss != "full_softmax":
+            raise ValueError("repeat_head, behaviour and objective=next_basket are implemented for loss=full_softmax only")
+        if self.behaviour and self.objective != "next_item":
+            raise ValueError("behaviour is trained on next events: it needs objective next_item")
+        if self.purchase_weight > 0 and not self.behaviour:
+            raise ValueError("purchase_weight needs behaviour: true (the next purchase is found among the events)")
+        if self.served_head == "next_purchase" and self.purchase_weight == 0:
+            raise ValueError("served_head next_purchase needs a purchase head: set purchase_weight above 0")
         return self
 
 
@@ -121,6 +145,13 @@ class SASRec(nn.Module):
             self.repeat_count_weight = nn.Parameter(torch.tensor(1.0))
             self.repeat_weight = nn.Parameter(torch.tensor(1.0))
             self.repeat_decay_logit = nn.Parameter(torch.tensor(3.0))  # sigmoid(3) ~ 0.95 per item of age
+            if config.behaviour:  # per head (next item, next purchase), how much an earlier event of each kind counts
+                self.repeat_kind_logit = nn.Parameter(torch.full((2, N_KIND_IDS), math.log(math.e - 1)))  # softplus = 1
+        if config.behaviour:
+            self.kind_emb = nn.Embedding(N_KIND_IDS, config.dim, padding_idx=0)
+            self.gap_emb = nn.Embedding(N_GAP_IDS, config.dim, padding_idx=0)
+        if config.purchase_weight > 0:
+            self.purchase_head = nn.Linear(config.dim, config.dim)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config.dim, config.n_heads, config.dropout, config.ffn_mult) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.dim)
@@ -130,8 +161,10 @@ class SASRec(nn.Module):
                 nn.init.xavier_normal_(p)
             elif config.init == "gpt2" and name.endswith("proj.weight"):  # GPT-2: residual projections by 1/sqrt(2 * n_layers)
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()  # normal_ above overwrote the padding row
+        with torch.no_grad():  # normal_ above overwrote the padding rows
+            for table in (self.item_emb, getattr(self, "kind_emb", None), getattr(self, "gap_emb", None)):
+                if table is not None:
+                    table.weight[0].zero_()
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -155,8 +188,10 @@ class SASRec(nn.Module):
             x = x + self.category_emb(self.item_categories)
         return x
 
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
-        """items: LongTensor[B, L], left-padded with 0, L <= max_len -> hidden states [B, L, dim]."""
+    def forward(self, items: torch.Tensor, kinds: torch.Tensor | None = None, gaps: torch.Tensor | None = None) -> torch.Tensor:
+        """items: LongTensor[B, L], left-padded with 0, L <= max_len -> hidden states [B, L, dim].
+
+        kinds, gaps: LongTensor[B, L], the kind and gap ids of a behaviour model's events (data/behaviours.py)."""
         L = items.shape[1]
         if L > self.config.max_len:
             raise ValueError(f"sequence length {L} exceeds max_len {self.config.max_len}; keep the last max_len items")
@@ -164,6 +199,10 @@ class SASRec(nn.Module):
         x = self.embed_items(items)
         if self.config.embedding_scale:
             x = x * math.sqrt(self.config.dim)
+        if self.config.behaviour:
+            if kinds is None or gaps is None:
+                raise ValueError("a behaviour model reads kinds and gaps with its items")
+            x = x + self.kind_emb(kinds) + self.gap_emb(gaps)
         x = self.drop(x + self.pos_emb(positions))
         mask = attention_mask(items)
         for block in self.blocks:
@@ -179,29 +218,65 @@ class SASRec(nn.Module):
             groups.append({"params": list(head.values()), "lr": self.config.repeat_lr, "weight_decay": 0.0})
         return groups
 
-    def repeat_scores(self, sequences: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
+    def repeat_scores(
+        self, sequences: torch.Tensor, age: torch.Tensor, kinds: torch.Tensor | None = None, head: str = "next_item"
+    ) -> torch.Tensor:
         """[N, n_items] repeat-head scores, per item, from its occurrences before the query.
 
         w_seen * [count > 0] + w_count * log(1 + count) + w_decay * log(1 + sum of decay^age).
         sequences: [N, L] item ids; age: [N, L] how many positions before the query each item is
-        (negative = after the query, ignored).
+        (negative = after the query, ignored). A behaviour model counts an occurrence by its event
+        kind's learned weight for that head (softplus, 1 at the start): a carted item can count
+        more than a viewed one.
         """
         decay = torch.sigmoid(self.repeat_decay_logit)
         before = ((age >= 0) & (sequences > 0)).float()
+        if kinds is not None and self.config.behaviour:
+            before = before * F.softplus(self.repeat_kind_logit[int(head == "next_purchase")])[kinds]
         rows = (sequences.shape[0], self.n_items + 1)
         counts = before.new_zeros(rows).scatter_add(1, sequences, before)[:, 1:]
         decayed = before.new_zeros(rows).scatter_add(1, sequences, before * decay ** age.clamp(min=0))[:, 1:]
         seen = (counts > 0).float()
         return self.repeat_seen * seen + self.repeat_count_weight * torch.log1p(counts) + self.repeat_weight * torch.log1p(decayed)
 
-    def score_next(self, items: torch.Tensor) -> torch.Tensor:
+    def query(
+        self, items: torch.Tensor, kinds: torch.Tensor | None = None, gaps: torch.Tensor | None = None, head: str | None = None
+    ) -> torch.Tensor:
+        """[B, L] -> [B, dim]: the vector whose dot product with an item's embedding scores it, from the last position,
+        through the purchase head when `head` (default: the served one) is next_purchase."""
+        last = self.forward(items, kinds, gaps)[:, -1]
+        return self.purchase_head(last) if (head or self.config.served_head) == "next_purchase" else last
+
+    def score_next(
+        self, items: torch.Tensor, kinds: torch.Tensor | None = None, gaps: torch.Tensor | None = None, head: str | None = None
+    ) -> torch.Tensor:
         """[B, L] -> [B, n_items] scores for the next item; column j is item id j + 1."""
-        last = self.forward(items)[:, -1]
-        scores = last @ self.item_embeddings()[1:].T
+        head = head or self.config.served_head
+        scores = self.query(items, kinds, gaps, head) @ self.item_embeddings()[1:].T
         if self.config.repeat_head:
             age = torch.arange(items.shape[1] - 1, -1, -1, device=items.device).float().expand(items.shape)
-            scores = scores + self.repeat_scores(items, age)
+            scores = scores + self.repeat_scores(items, age, kinds, head)
         return scores
+
+    def behaviour_loss(
+        self, items: torch.Tensor, kinds: torch.Tensor, gaps: torch.Tensor, targets: torch.Tensor, purchase_targets: torch.Tensor
+    ) -> torch.Tensor:
+        """Next-event cross-entropy, plus `purchase_weight` x the purchase head's next-purchase cross-entropy, each a mean
+        over the positions that have that target (full softmax; `behaviour_windows` makes the arrays)."""
+        hidden = self.forward(items, kinds, gaps)
+        table = self.item_embeddings()[1:]
+        keep = targets != 0
+        logits = hidden[keep] @ table.T
+        if self.config.repeat_head:
+            logits = logits + self._repeat_scores_at(items, keep, kinds)
+        loss = F.cross_entropy(logits, targets[keep] - 1)
+        bought = purchase_targets != 0
+        if self.config.purchase_weight > 0 and bought.any():
+            purchase_logits = self.purchase_head(hidden[bought]) @ table.T
+            if self.config.repeat_head:
+                purchase_logits = purchase_logits + self._repeat_scores_at(items, bought, kinds, "next_purchase")
+            loss = loss + self.config.purchase_weight * F.cross_entropy(purchase_logits, purchase_targets[bought] - 1)
+        return loss
 
     def loss(self, items: torch.Tensor, targets: torch.Tensor, item_log_q: torch.Tensor | None = None) -> torch.Tensor:
         """Mean next-item cross-entropy over the positions where `targets` != 0.
@@ -230,11 +305,13 @@ class SASRec(nn.Module):
         logits = sampled_softmax_logits(hidden, table, targets, negatives, item_log_q)
         return F.cross_entropy(logits, torch.zeros_like(targets))
 
-    def _repeat_scores_at(self, items: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def _repeat_scores_at(
+        self, items: torch.Tensor, keep: torch.Tensor, kinds: torch.Tensor | None = None, head: str = "next_item"
+    ) -> torch.Tensor:
         """Repeat-head scores at every position where `keep` [B, L] is true."""
         rows, positions = keep.nonzero(as_tuple=True)
         age = (positions[:, None] - torch.arange(items.shape[1], device=items.device)[None, :]).float()
-        return self.repeat_scores(items[rows], age)
+        return self.repeat_scores(items[rows], age, None if kinds is None else kinds[rows], head)
 
     def basket_loss(self, items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Full-softmax cross-entropy of every item of the next basket, at the positions that end a basket.

@@ -30,6 +30,9 @@ from hyperrec.models.base import Params, Recommender
 
 
 class SessionKNNParams(Params):
+    by_session: bool = Field(
+        False, description="on event data: compare sessions (events merged at 30 min of inactivity), not single events"
+    )
     k: int = Field(100, ge=1, description="neighbour sessions whose items are scored")
     sample_size: int = Field(
         1000, ge=1, description="M: the most recent past sessions sharing an item with the current one that are compared"
@@ -44,6 +47,7 @@ class SessionKNN(Recommender):
     params: SessionKNNParams
 
     def _fit(self, data: Interactions, counts: sp.csr_matrix) -> None:
+        data = data.sessions() if self.params.by_session else data
         self.sessions = data.basket_matrix()
         self.sessions_t = self.sessions.T.tocsr()
         n_baskets = np.array([len(user) for user in data.baskets], dtype=np.int64)

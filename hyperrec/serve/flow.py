@@ -126,11 +126,18 @@ class VersionItems:
         self.drift = bundle.drift_reference()
         cohorts = bundle.cohorts()
         self.cohorts = CohortLists({key: listed[self.table.in_stock[listed]] for key, listed in cohorts.lists.items()})
+        self.reads_events = "kinds" in bundle.manifest.encoder_inputs  # a multi-behaviour encoder: every event changes it
 
     def cold_list(self, context: RecommendContext, now: float) -> tuple[np.ndarray, str]:
         """What a shopper with nothing to go on gets in this context: their cohort's list (cohorts.py), else the global one."""
         found = self.cohorts.for_context(context.device, context.channel, int(hour_and_weekday(np.array([now]))[0][0]))
         return found if found is not None else (self.popular_in_stock, "popular right now")
+
+
+def _last_event(state: UserState) -> tuple[int, ...]:
+    """The newest event (time, kind, item) and how many there are: what a multi-behaviour encoder's input changes with."""
+    e = state.events
+    return (len(e), int(e.times[-1]), int(e.kinds[-1]), int(e.items[-1])) if len(e) else (0,)
 
 
 class StageFailed(Exception):
@@ -593,6 +600,7 @@ class RecommendFlow:
             int(context["hour"][0]),
             int(context["weekday"][0]),
             state.live_items().tobytes(),
+            _last_event(state) if self.items[version].reads_events else (),
             placement.key,
             tuple(state.cart) if placement.page == "cart" else (),
         )

@@ -44,8 +44,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from hyperrec.bundle.user_state import EMPTY, ITEM_EVENTS, MAX_BASKETS, ConsentRecord, Recent, UserState, latest_consent, newer_consent
+from hyperrec.bundle.user_state import EMPTY, MAX_BASKETS, MAX_EVENTS, ConsentRecord, Recent, UserState, latest_consent, newer_consent
 from hyperrec.config import StrictModel
+from hyperrec.data.behaviours import BEHAVIOURS
 from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.privacy import ConsentConfig
 
@@ -65,7 +66,7 @@ SEED_TIME = float("-inf")  # seeded baskets (no time in the bundle) come before 
 class StateCaps(StrictModel):
     """How much of each subject's recent behaviour the online state keeps."""
 
-    events: int = Field(200, ge=1, description="recent item events per user and per session")
+    events: int = Field(MAX_EVENTS, ge=1, description="recent item events per user and per session")
     cart: int = Field(100, ge=1, description="distinct items in a live cart (adding a new item to a full cart is ignored)")
     queries: int = Field(20, ge=1, description="recent distinct search queries")
     baskets: int = Field(MAX_BASKETS, ge=1, le=MAX_BASKETS, description="purchase baskets (the oldest by time are forgotten)")
@@ -75,7 +76,7 @@ class StateCaps(StrictModel):
 class Action:
     """One contract event as the online state applies it (catalog events are not actions)."""
 
-    kind: str  # one of ITEM_EVENTS, "search", "identify" or "consent"
+    kind: str  # one of BEHAVIOURS, "search", "identify" or "consent"
     time_us: int  # microseconds since the epoch
     user_id: str | None
     session_id: str | None
@@ -228,7 +229,7 @@ class _State:
         if action.kind == "search":
             self.add_query(action.query, action.time_us, caps.queries)
             return
-        self.add_event((action.time_us, ITEM_EVENTS.index(action.kind), action.item), caps.events)
+        self.add_event((action.time_us, BEHAVIOURS.index(action.kind), action.item), caps.events)
         if action.kind in ENGAGEMENT:
             self.shown.pop(action.item, None)
         if action.kind == "add_to_cart":

@@ -31,7 +31,8 @@ from collections import Counter
 import numpy as np
 import redis
 
-from hyperrec.bundle.user_state import ITEM_EVENTS, ConsentRecord, Recent, UserState
+from hyperrec.bundle.user_state import ConsentRecord, Recent, UserState
+from hyperrec.data.behaviours import BEHAVIOURS
 from hyperrec.serve.online_store import Action, OnlineStore, StateCaps, Subject, order_field, seed_field
 from hyperrec.serve.privacy import ConsentConfig
 
@@ -249,7 +250,7 @@ class RedisStore(OnlineStore):
             if action.kind == "identify":
                 self._identify(keys=keys + self._keys(("session", action.session_id)), args=self._caps, client=pipe)
                 continue
-            event = _event_member(action) if action.kind in ITEM_EVENTS else b""
+            event = _event_member(action) if action.kind in BEHAVIOURS else b""
             field = order_field(action.order_id) if action.order_id is not None else ""
             args = [*self._caps, action.kind, action.time_us, action.item, event, action.quantity, field, _pack([action.item])]
             self._apply(keys=keys, args=[*args, action.query, action.purpose, int(action.granted)], client=pipe)
@@ -316,7 +317,7 @@ def _pack(items: list[int] | np.ndarray) -> bytes:
 
 
 def _event_member(action: Action) -> bytes:
-    return np.array([(action.time_us, ITEM_EVENTS.index(action.kind), action.item)], EVENT).tobytes()
+    return np.array([(action.time_us, BEHAVIOURS.index(action.kind), action.item)], EVENT).tobytes()
 
 
 def _user_state(

@@ -15,7 +15,7 @@ from torch import nn
 from hyperrec.config import ExperimentConfig, ModelKind, check_section
 from hyperrec.data.basket_examples import basket_examples
 from hyperrec.data.sequences import Interactions
-from hyperrec.data.windows import next_basket_windows, training_windows
+from hyperrec.data.windows import behaviour_windows, next_basket_windows, training_windows
 from hyperrec.models.base import Recommender
 from hyperrec.models.sasrec import SASRec, SASRecConfig
 from hyperrec.models.sequence_recommender import SequenceRecommender
@@ -40,17 +40,23 @@ class SASRecTask:
 
     @staticmethod
     def examples(history: Interactions, params: SASRecConfig) -> dict[str, np.ndarray]:
+        """A behaviour model's windows over every event; a plain model's over the purchases (`Interactions.orders`: of
+        event data one basket per session), which is what it reads when served (then the live intent: `UserState.sequence`)."""
+        if params.behaviour:
+            return behaviour_windows(history, params.max_len)
         make = next_basket_windows if params.objective == "next_basket" else training_windows
-        items, targets = make(history, params.max_len)
+        items, targets = make(history.orders(), params.max_len)
         return {"items": items, "targets": targets}
 
     @staticmethod
     def loss(model: nn.Module, batch: dict[str, torch.Tensor], log_q: torch.Tensor) -> torch.Tensor:
+        if "kinds" in batch:
+            return model.behaviour_loss(batch["items"], batch["kinds"], batch["gaps"], batch["targets"], batch["purchase_targets"])
         return model.loss(batch["items"], batch["targets"], log_q)
 
     @staticmethod
-    def recommender(model: nn.Module, params: SASRecConfig, device: torch.device | str = "cpu") -> Recommender:
-        return SequenceRecommender(model, params.max_len, device)
+    def recommender(model: nn.Module, params: SASRecConfig, device: torch.device | str = "cpu", head: str | None = None) -> Recommender:
+        return SequenceRecommender(model, params.max_len, device, behaviour=params.behaviour, head=head)
 
 
 class TwoTowerTask:
@@ -71,7 +77,9 @@ class TwoTowerTask:
         return model.loss(batch["items"], batch["device"], batch["hour"], batch["weekday"], batch["positives"], log_q)
 
     @staticmethod
-    def recommender(model: nn.Module, params: TwoTowerConfig, device: torch.device | str = "cpu") -> Recommender:
+    def recommender(model: nn.Module, params: TwoTowerConfig, device: torch.device | str = "cpu", head: str | None = None) -> Recommender:
+        if head is not None:
+            raise ValueError("a two-tower run has one head: `head` is for multi-behaviour SASRec runs")
         return TwoTowerRecommender(model, device=device)
 
 

@@ -67,7 +67,7 @@ def load_model(run_dir: Path | str, catalog: pd.DataFrame) -> tuple[nn.Module, o
     return model.eval(), params
 
 
-def load_run(run_dir: Path | str, catalog: pd.DataFrame) -> Recommender:
-    """The run's best model behind the recommender interface."""
+def load_run(run_dir: Path | str, catalog: pd.DataFrame, head: str | None = None) -> Recommender:
+    """The run's best model behind the recommender interface (`head`: which of a multi-behaviour SASRec's scores)."""
     model, params = load_model(run_dir, catalog)
-    return TASKS[run_config(run_dir).model.kind].recommender(model, params)
+    return TASKS[run_config(run_dir).model.kind].recommender(model, params, head=head)

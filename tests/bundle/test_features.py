@@ -3,7 +3,8 @@
 import numpy as np
 
 from hyperrec.bundle.slate import reserve_explore_slots
-from hyperrec.bundle.user_state import ITEM_EVENTS, Recent, UserState
+from hyperrec.bundle.user_state import Recent, UserState
+from hyperrec.data.behaviours import BEHAVIOURS
 
 
 def test_user_state_counts_recency_and_decay():
@@ -19,7 +20,7 @@ def test_user_state_counts_recency_and_decay():
 def test_the_encoder_reads_the_live_intent_after_the_purchases_unless_told_not_to():
     baskets = [np.array([3, 4])]
     events = Recent(
-        items=np.array([7, 8]), kinds=np.array([ITEM_EVENTS.index("view"), ITEM_EVENTS.index("add_to_cart")]), times=np.array([1, 2])
+        items=np.array([7, 8]), kinds=np.array([BEHAVIOURS.index("view"), BEHAVIOURS.index("add_to_cart")]), times=np.array([1, 2])
     )
     state = UserState(baskets, events=events)
     assert state.sequence(6).tolist() == [0, 0, 4, 5, 8, 9]  # bought 3 and 4, then viewed 7 and carted 8

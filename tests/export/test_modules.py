@@ -10,6 +10,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from hyperrec.bundle.onnx_models import OnnxEncoder
+from hyperrec.bundle.user_state import Recent, UserState
+from hyperrec.data.behaviours import BEHAVIOURS, N_GAP_IDS, N_KIND_IDS
 from hyperrec.export.modules import ExportPlan, exportable
 from hyperrec.export.onnx import check_parity, export_onnx
 from hyperrec.models.sasrec import SASRec
@@ -113,3 +116,30 @@ def test_two_tower_encoder_and_item_tower_match_the_model(tmp_path, with_text):
 def test_unknown_kind_is_an_error():
     with pytest.raises(ValueError, match="not supported"):
         exportable("bert4rec", torch.nn.Linear(1, 1))
+
+
+def test_behaviour_sasrec_encoder_reads_kinds_and_gaps_and_serving_feeds_them(tmp_path):
+    model: SASRec = make_sasrec(seed=4, behaviour=True, purchase_weight=1.0, served_head="next_purchase").eval()
+    plan = exportable("sasrec", model)
+    assert list(plan.example) == ["items", "kinds", "gaps"]
+    path = tmp_path / "encoder.onnx"
+    session = export_and_open(plan.encoder, plan.example, plan.dynamic, path, "user_vector")
+    rng = np.random.default_rng(5)
+    cases = []
+    for items in histories(model.n_items, SHAPES[:3]):
+        real = items > 0
+        kinds, gaps = rng.integers(1, N_KIND_IDS, items.shape) * real, rng.integers(1, N_GAP_IDS, items.shape) * real
+        cases.append({"items": items, "kinds": kinds, "gaps": gaps})
+    parity = check_parity(lambda items, kinds, gaps: model.query(items, kinds, gaps), session, cases, TOLERANCE)
+    assert parity.passed, parity
+
+    encoder = OnnxEncoder(path, model.config.max_len)
+    assert encoder.behaviour
+    bought = [np.array([1, 2])]
+    viewed = Recent(np.array([5]), np.array([BEHAVIOURS.index("view")]), np.array([10**15]))
+    sequences = np.stack([UserState(bought).behaviour_sequence(8), UserState(bought, events=viewed).behaviour_sequence(8)])
+    vectors = encoder(sequences, {})
+    assert not np.allclose(vectors[0], vectors[1], atol=1e-3)  # a view changes what the encoder says
+    with torch.no_grad():
+        expected = model.query(*torch.from_numpy(sequences).unbind(1)).numpy()
+    np.testing.assert_allclose(vectors, expected, atol=TOLERANCE)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from hyperrec.data.behaviours import BEHAVIOURS
 from hyperrec.models.sasrec import SASRec, SASRecConfig, attention_mask, sample_negatives, sampled_softmax_logits
 
 N_ITEMS = 30
@@ -307,3 +308,76 @@ def test_repeat_head_and_next_basket_need_the_full_softmax():
         SASRecConfig(repeat_head=True, loss="sampled_softmax")
     with pytest.raises(ValidationError, match="full_softmax"):
         SASRecConfig(objective="next_basket", loss="sampled_softmax")
+
+
+def carted_item_sequences(n: int, length: int, seed: int) -> dict[str, torch.Tensor]:
+    """Views of random items, one of them put in the cart at a random place: the next purchase is that item, which only
+    the event kinds tell apart."""
+    g = torch.Generator().manual_seed(seed)
+    items = torch.randint(1, N_ITEMS + 1, (n, length), generator=g)
+    kinds = torch.full((n, length), BEHAVIOURS.index("view") + 1)
+    carted = torch.randint(0, length, (n,), generator=g)
+    kinds[torch.arange(n), carted] = BEHAVIOURS.index("add_to_cart") + 1
+    gaps = torch.full((n, length), 3)
+    targets = torch.zeros_like(items)  # no next-event target: the purchase head alone learns
+    purchase = torch.zeros_like(items)
+    purchase[:, -1] = items[torch.arange(n), carted]
+    return {"items": items, "kinds": kinds, "gaps": gaps, "targets": targets, "purchase_targets": purchase}
+
+
+def test_behaviour_model_learns_from_event_kinds_what_a_plain_model_cannot_see():
+    """The purchase head finds the carted item among the viewed ones; the same model with the kinds all "view" cannot."""
+    train, test = carted_item_sequences(512, 6, seed=0), carted_item_sequences(256, 6, seed=1)
+    model = make_model(seed=2, dim=32, dropout=0.0, behaviour=True, purchase_weight=1.0, served_head="next_purchase")
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    for step in range(150):
+        batch = {k: v[(step * 64) % 512 :][:64] for k, v in train.items()}
+        optimizer.zero_grad()
+        loss = model.behaviour_loss(batch["items"], batch["kinds"], batch["gaps"], batch["targets"], batch["purchase_targets"])
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        right = model.score_next(test["items"], test["kinds"], test["gaps"]).argmax(1) + 1 == test["purchase_targets"][:, -1]
+        blind = torch.full_like(test["kinds"], BEHAVIOURS.index("view") + 1)
+        blind_right = model.score_next(test["items"], blind, test["gaps"]).argmax(1) + 1 == test["purchase_targets"][:, -1]
+    assert right.float().mean() > 0.8
+    assert blind_right.float().mean() < 0.45  # at best a guess among the six viewed items
+    with pytest.raises(ValueError, match="kinds and gaps"):
+        model(test["items"])
+
+
+def test_behaviour_model_heads_and_config_rules():
+    model = make_model(behaviour=True, purchase_weight=0.5).eval()
+    batch = carted_item_sequences(4, 5, seed=3)
+    with torch.no_grad():
+        engagement = model.score_next(batch["items"], batch["kinds"], batch["gaps"])
+        purchase = model.score_next(batch["items"], batch["kinds"], batch["gaps"], head="next_purchase")
+        assert not torch.allclose(engagement, purchase)
+        hidden = model(batch["items"], batch["kinds"], batch["gaps"])[:, -1]
+        torch.testing.assert_close(purchase, model.purchase_head(hidden) @ model.item_embeddings()[1:].T)
+    with pytest.raises(ValidationError, match="purchase_weight needs behaviour"):
+        SASRecConfig(purchase_weight=1.0)
+    with pytest.raises(ValidationError, match="served_head next_purchase needs"):
+        SASRecConfig(behaviour=True, served_head="next_purchase")
+    with pytest.raises(ValidationError, match="full_softmax"):
+        SASRecConfig(behaviour=True, loss="sampled_softmax")
+
+
+def test_a_behaviour_repeat_head_weighs_earlier_events_by_kind_per_head():
+    model = make_model(behaviour=True, purchase_weight=1.0, repeat_head=True).eval()
+    view, cart = BEHAVIOURS.index("view") + 1, BEHAVIOURS.index("add_to_cart") + 1
+    with torch.no_grad():
+        model.repeat_kind_logit[1, cart] = 5.0  # the purchase head: a carted item counts ~5 views
+    items, gaps = torch.tensor([[3, 4]]), torch.tensor([[1, 3]])
+    age = torch.tensor([[1.0, 0.0]])
+    with torch.no_grad():
+        viewed = model.repeat_scores(items, age, torch.tensor([[view, view]]), "next_purchase")[0]
+        carted = model.repeat_scores(items, age, torch.tensor([[cart, view]]), "next_purchase")[0]
+        as_next_item = model.repeat_scores(items, age, torch.tensor([[cart, view]]), "next_item")[0]
+    assert carted[2] > viewed[2] and carted[3] == viewed[3]  # item 3 (column 2) was carted
+    torch.testing.assert_close(as_next_item, viewed)  # the next-item head's weights were left at 1 for every kind
+    scores = model.score_next(items, torch.tensor([[cart, view]]), gaps, head="next_purchase")
+    loss = model.behaviour_loss(items, torch.tensor([[cart, view]]), gaps, torch.tensor([[4, 0]]), torch.tensor([[3, 0]]))
+    loss.backward()
+    assert scores.shape == (1, N_ITEMS) and model.repeat_kind_logit.grad[:, cart].abs().min() > 0

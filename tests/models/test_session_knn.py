@@ -105,3 +105,19 @@ def test_vectorized_scores_match_the_per_user_reference(kind, k, sample_size, cu
     model = make_baseline(kind, params).fit(data)
     expected = reference_scores(data, kind, k, sample_size, current_baskets)
     np.testing.assert_allclose(model.score(np.arange(data.n_users)), expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["sknn", "vsknn", "cooccurrence"])
+def test_by_session_compares_whole_sessions_of_event_data(kind):
+    """Event data: every event its own basket. u1 viewed 0, 1, 2 within minutes; u0's session so far is a view of 0.
+    By session, u1's session is a neighbour holding 1 and 2; event by event, no basket holds 0 with anything else."""
+    view = np.array([0])
+    events = Interactions(
+        3,
+        [[np.array([0])], [np.array([0]), np.array([1]), np.array([2])]],
+        [np.array([10_000.0]), np.array([0.0, 60.0, 120.0])],
+        [view, np.zeros(3, np.int64)],
+    )
+    by_session = scores(kind, events, by_session=True)
+    assert by_session[1] > 0 and by_session[2] > 0
+    assert scores(kind, events)[1:] == [0.0, 0.0]

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from hyperrec.bundle.user_state import ITEM_EVENTS, Recent, UserState
+from hyperrec.bundle.user_state import Recent, UserState
+from hyperrec.data.behaviours import BEHAVIOURS
 from hyperrec.data.catalog import catalog_from_items
 from hyperrec.data.dataset import Dataset
 from hyperrec.data.offline_store import OfflineStore
@@ -52,7 +53,7 @@ def ev(kind: str, t: int, item: int = -1, user: str | None = "u", session: str |
 
 def events_of(state: UserState) -> list[tuple[int, str, int]]:
     e = state.events
-    return [(int(t), ITEM_EVENTS[k], int(i)) for t, k, i in zip(e.times, e.kinds, e.items, strict=True)]
+    return [(int(t), BEHAVIOURS[k], int(i)) for t, k, i in zip(e.times, e.kinds, e.items, strict=True)]
 
 
 def user(store: OnlineStore, name: str = "u") -> UserState:
@@ -228,7 +229,7 @@ def test_each_event_kind_changes_the_state_and_the_next_answer(flow: RecommendFl
         state_before = flow.store.users(["shopper"])[0]
         send(flow, event(kind, minute, **fields))
         state = flow.store.users(["shopper"])[0]
-        assert len(state.events) == len(state_before.events) + 1 and state.events.kinds[-1] == ITEM_EVENTS.index(kind)
+        assert len(state.events) == len(state_before.events) + 1 and state.events.kinds[-1] == BEHAVIOURS.index(kind)
         served_by, after = answer(flow, user_id="shopper")
         assert served_by == "ranker" and after != before, kind
         if kind == "add_to_cart":
