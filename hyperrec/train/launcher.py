@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from ray.train.torch import TorchTrainer
 
 from hyperrec.config import ExperimentConfig
 from hyperrec.logs import ray_init_options, train_logging
+from hyperrec.ports import free_port
 from hyperrec.train.loop import CHECKPOINT_FILE, train_loop
 from hyperrec.train.sharding import check_config
 from hyperrec.train.tracking import RECORD_FILE
@@ -53,8 +55,22 @@ def latest_checkpoint(run_dir: Path) -> Path:
 
 def ensure_ray(num_cpus: int | None = None) -> None:
     if not ray.is_initialized():
-        # The dashboard serves the State API that Ray Train's controller polls; without it, it warns every few seconds.
-        ray.init(num_cpus=num_cpus, **ray_init_options())
+        options = ray_init_options()
+        pinned = {}
+        if options["address"] == "local":
+            # Ray Train's controller asks the State API about its actors without an address: with a second local cluster
+            # on the machine (another `hyperrec train`) it finds two and fails. So this cluster's GCS gets a known port,
+            # named in the environment its processes inherit at start (the driver ignores RAY_ADDRESS: address="local").
+            port = free_port()
+            pinned = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"127.0.0.1:{port}"}
+        before = {key: os.environ.get(key) for key in pinned}
+        os.environ.update(pinned)
+        try:
+            # The dashboard serves the State API that Ray Train's controller polls; without it, it warns every few seconds.
+            ray.init(num_cpus=num_cpus, **options)
+        finally:  # the driver's own later ray.init calls must not find a cluster that may be gone by then
+            for key, value in before.items():
+                os.environ.pop(key) if value is None else os.environ.update({key: value})
 
 
 def run_training(config: ExperimentConfig, resume: Path | None = None) -> dict[str, Any]:

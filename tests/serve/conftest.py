@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hyperrec.ports import free_port
 from hyperrec.serve.redis_process import SERVER_WHEEL, server_binary, start_redis, stop_redis
-from tests.conftest import free_port
 from tests.serve.processes import alive, family
 
 
