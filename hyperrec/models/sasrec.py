@@ -157,7 +157,9 @@ class SASRec(nn.Module):
         self.ln_f = nn.LayerNorm(config.dim)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
-            if config.init == "xavier" and p.dim() == 2:
+            # The kind and gap tables keep normal(0.02) under either recipe: a behaviour model starts close to the plain
+            # one (Xavier on their few rows would give them 2x the scaled item embeddings' size and slow its start).
+            if config.init == "xavier" and p.dim() == 2 and not name.startswith(("kind_emb", "gap_emb")):
                 nn.init.xavier_normal_(p)
             elif config.init == "gpt2" and name.endswith("proj.weight"):  # GPT-2: residual projections by 1/sqrt(2 * n_layers)
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))

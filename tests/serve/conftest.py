@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -50,9 +51,10 @@ HYPERREC = Path(sys.executable).parent / "hyperrec"
 START_S = 300  # a cold `hyperrec serve` on two loaded cores
 
 
-@pytest.fixture()
-def server(exported, tmp_path):
-    """A `hyperrec serve` subprocess, ready; yields (process, base URL, recorded processes, log path)."""
+@contextmanager
+def serve_process(exported, tmp_path: Path, *overrides: str) -> Iterator[tuple[subprocess.Popen, str, dict[int, int], Path]]:
+    """A `hyperrec serve` subprocess with these config overrides, ready; yields (process, base URL, recorded processes,
+    log path) and kills whatever is left of it at the end."""
     port = free_port()
     log = tmp_path / "serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "HYPERREC_"))}  # its own cluster, no token
@@ -60,7 +62,7 @@ def server(exported, tmp_path):
     with log.open("wb") as out:
         # `trap '' INT` then exec: SIGINT stays ignored in the server, as in a background job of a script.
         process = subprocess.Popen(
-            ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command],
+            ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command, *overrides],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -91,3 +93,10 @@ def server(exported, tmp_path):
         recorded |= family(process.pid)
         for pid in alive(recorded):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture()
+def server(exported, tmp_path):
+    """`serve_process` with the default settings."""
+    with serve_process(exported, tmp_path) as running:
+        yield running
