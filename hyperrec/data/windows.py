@@ -55,7 +55,9 @@ def recent_items(interactions: Interactions, users: np.ndarray, max_len: int) ->
 
 def recent_behaviour(interactions: Interactions, users: np.ndarray, max_len: int) -> np.ndarray:
     """(len(users), 3, max_len): item, kind and gap ids of each user's last max_len events (`behaviour_inputs`)."""
-    return np.stack([behaviour_inputs(*flat_behaviour(interactions, user), max_len) for user in users]).reshape(-1, 3, max_len)
+    if not len(users):
+        return np.zeros((0, 3, max_len), np.int64)
+    return np.stack([behaviour_inputs(*flat_behaviour(interactions, user), max_len) for user in users])
 
 
 def training_windows(interactions: Interactions, max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,14 +126,14 @@ def behaviour_windows(interactions: Interactions, max_len: int) -> dict[str, np.
         bought = np.flatnonzero(kinds == PURCHASE)
         after = np.searchsorted(bought, np.arange(len(items)), side="right")  # the next purchase's index into `bought`
         next_purchase = np.where(after < len(bought), items[bought[np.minimum(after, len(bought) - 1)]], 0) if len(bought) else 0 * items
-        rows = np.stack([items, kinds + 1, gap_ids(times), next_purchase])
+        per_event = np.stack([items, kinds + 1, gap_ids(times), next_purchase])
         for end in range(len(items), 1, -max_len):
             start = max(0, end - max_len - 1)
             window = np.zeros((5, max_len), np.int64)
             n = end - start - 1
-            window[:3, max_len - n :] = rows[:3, start : end - 1]
+            window[:3, max_len - n :] = per_event[:3, start : end - 1]
             window[3, max_len - n :] = items[start + 1 : end]
-            window[4, max_len - n :] = rows[3, start : end - 1]
+            window[4, max_len - n :] = per_event[3, start : end - 1]
             for name, row in zip(names, window):
                 out[name].append(row)
     return {name: np.stack(rows) if rows else np.zeros((0, max_len), np.int64) for name, rows in out.items()}
