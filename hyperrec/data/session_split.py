@@ -41,13 +41,12 @@ def _session_cut(items: np.ndarray, kinds: np.ndarray, start: int, end: int, tar
 
 
 def _window(full: Interactions, start: np.ndarray, end: np.ndarray) -> Interactions:
-    """Every user's events start[u]..end[u]-1."""
-    kinds = full.kinds if full.kinds is not None else [np.full(len(b), PURCHASE) for b in full.baskets]
+    """Every user's events start[u]..end[u]-1 (`full` has kinds: `session_split` checked)."""
     return Interactions(
         full.n_items,
         [b[s:e] for b, s, e in zip(full.baskets, start, end)],
         [t[s:e] for t, s, e in zip(full.times, start, end)],
-        [k[s:e] for k, s, e in zip(kinds, start, end)],
+        [k[s:e] for k, s, e in zip(full.kinds, start, end)],
     )
 
 
