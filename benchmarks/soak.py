@@ -24,6 +24,7 @@ import aiohttp
 import pandas as pd
 
 from hyperrec.bench.loadgen import Reply, StepResult, open_loop, post_json, recommend_bodies, recommend_sender
+from hyperrec.bench.machine import measure_machine
 from hyperrec.eval.report import print_table, write_table
 from hyperrec.registry import Registry
 from hyperrec.serve.config import ServeConfig
@@ -78,6 +79,7 @@ def main() -> None:
 
     bundle = Registry(args.registry).bundle(Registry(args.registry).resolve(args.version))
     users, items = sorted(bundle.user_baskets()), [str(i) for i in bundle.item_table().item_ids]
+    print(measure_machine().line(), "(at the start)", flush=True)
     url, rows = start(config), []
     try:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as client:
@@ -100,6 +102,7 @@ def main() -> None:
                 print(" ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()), flush=True)
     finally:
         stop()
+    print(measure_machine().line(), "(at the end)", flush=True)
     table = pd.DataFrame(rows).set_index("minute").round(2)
     print_table(table, f"soak: {args.rate:g} recommend/s + {args.rate / 4:g} events/s, {args.minutes} minutes")
     if len(rows) > 1:

@@ -31,6 +31,7 @@ from rich.console import Console
 
 from hyperrec.bench.bundles import HistoryProfile, encoder_config, synthetic_bundle
 from hyperrec.bench.loadgen import NEW_USER, Reply, StepResult, http_step_in_this_process, open_loop, recommend_bodies, reply_of, serial
+from hyperrec.bench.machine import measure_machine
 from hyperrec.eval.report import print_table, save_figure, write_table
 from hyperrec.logs import ray_init_options
 from hyperrec.registry import Registry
@@ -186,7 +187,8 @@ def run_bench(
     out.mkdir(parents=True, exist_ok=True)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, **ray_init_options())
-    rows, stage_rows = [], []
+    rows, stage_rows, machine = [], [], [measure_machine()]
+    console.print(f"  {machine[0].line()} (at the start)")
     try:
         if registry is not None:
             config = serve_config(registry, base, version or "current")
@@ -208,6 +210,9 @@ def run_bench(
                 console.print(f"  ({time.time() - started:.0f} s)")
     finally:
         ray.shutdown()
+    machine.append(measure_machine())
+    console.print(f"  {machine[1].line()} (at the end)")
+    write_table(pd.DataFrame([m.row() for m in machine], index=pd.Index(["start", "end"], name="when")), out, "machine")
     table = pd.DataFrame(rows).round(2)
     report(table, pd.DataFrame(stage_rows), items if registry is None else int(table["items"].iloc[0]), size_rate, out, console)
     return table
