@@ -39,3 +39,21 @@ def test_train_in_a_log_prints_progress_lines_and_results_without_library_noise(
     assert "\r" not in output  # no bar redrawn into a log
     assert any(line.startswith("run tiny_sasrec-") for line in lines), output
     assert len(lines) < 40, output
+
+
+def test_forwarded_ray_lines_lose_the_core_log_and_serves_shutdown_race_and_keep_the_rest(monkeypatch):
+    import ray._private.worker as worker
+
+    from hyperrec.logs import _drop_core_lines
+
+    printed: list[list[str]] = []
+    monkeypatch.setattr(worker, "print_worker_logs", lambda data, print_file, ignore_prefix=False: printed.append(data["lines"]))
+    _drop_core_lines()
+    race = (
+        "Task ServeController.graceful_shutdown failed. There are infinite retries remaining, so the task will be retried. "
+        "Error: The actor is dead because it was killed by `ray.kill`."
+    )
+    core = "[2026-12-02 11:29:06,174 E 4169 4170] core_worker.cc:512: something internal"
+    worker.print_worker_logs({"pid": "raylet", "lines": [race, core, "epoch 1/2: loss 3.1"]}, None)
+    worker.print_worker_logs({"pid": "raylet", "lines": [race]}, None)
+    assert printed == [["epoch 1/2: loss 3.1"]]
