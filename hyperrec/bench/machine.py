@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -44,7 +45,7 @@ def _python_loop() -> None:
         total += step
 
 
-def _best_ms(work, tries: int = TRIES) -> float:
+def _best_ms(work: Callable[[], object], tries: int = TRIES) -> float:
     best = float("inf")
     for _ in range(tries):
         started = time.perf_counter()
