@@ -285,7 +285,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     from hyperrec.sim.config import load_sim_config
     from hyperrec.sim.run import print_simulation, simulate, write_history
 
-    config = load_sim_config(args.config)
+    config = load_sim_config(args.config, args.overrides)
     if args.write_history is not None:
         written = write_history(config, args.write_history)
         _console().print(f"{written:,} events of the first {config.history_days} days -> {args.write_history} (data.source: store)")
@@ -440,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("simulate", help="the closed-loop simulated shop: an A/B experiment of served arms with simulated shoppers")
     p.add_argument("config", type=Path, help="configs/sim/*.yaml")
     p.add_argument("--write-history", type=Path, metavar="DIR", help="only write the history days (training data) to this offline store")
+    with_overrides(p)
     p.set_defaults(func=cmd_simulate)
 
     p = commands.add_parser("demo", help="Instacart: baselines, a short SASRec run, export, the endpoint and an example request")

@@ -3,6 +3,8 @@ four arms (the trained version twice, the same reversed, popularity in a random 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -119,3 +121,20 @@ def test_what_a_shopper_buys_reaches_the_next_slate(run):
         mine = purchases[(purchases["unit_id"] == row.unit_id) & (purchases["timestamp"] < row.timestamp)]["item_id"]
         rebought += bool((set(mine) - popular) & set(row.items))
     assert rebought > 10
+
+
+def test_a_replication_from_the_command_line_has_its_own_seed_name_and_logs():
+    from pathlib import Path
+
+    from hyperrec.config import ConfigError
+    from hyperrec.sim.config import load_sim_config
+
+    path = Path(__file__).parents[2] / "configs" / "sim" / "taste_shop_behaviour.yaml"
+    committed, replication = load_sim_config(path), load_sim_config(path, ["seed=1"])
+    assert (committed.seed, replication.seed) == (0, 1)
+    assert replication.name == f"{committed.name}.seed-1" and replication.salt is None  # so the assignment salt is new too
+    assert load_sim_config(path, ["seed=1", "name=again"]).name == "again"
+    long = load_sim_config(path, ["seed=1", "shop.n_items=3000", "days=20", "shop.days=80"]).name  # 70 characters spelt out
+    assert re.fullmatch(rf"{committed.name}\.[0-9a-f]{{12}}", long)
+    with pytest.raises(ConfigError, match="sed"):
+        load_sim_config(path, ["sed=1"])
