@@ -49,6 +49,7 @@ from hyperrec.serve.erasure import erase_user
 from hyperrec.serve.flow import LocalStages, RecommendFlow
 from hyperrec.serve.metrics import ServeMetrics
 from hyperrec.serve.online_store import make_store, shopper_key
+from hyperrec.serve.privacy import Pseudonyms
 from hyperrec.serve.ray_env import reuse_listening_address
 from hyperrec.serve.schemas import (
     CanaryRequest,
@@ -258,7 +259,12 @@ class HandleStages:
 @serve.ingress(api)
 class Ingress:
     async def __init__(
-        self, config: dict[str, Any], tokens: Tokens, retrieval: DeploymentHandle | None = None, ranking: DeploymentHandle | None = None
+        self,
+        config: dict[str, Any],
+        tokens: Tokens,
+        pseudonyms: Pseudonyms | None,
+        retrieval: DeploymentHandle | None = None,
+        ranking: DeploymentHandle | None = None,
     ):
         self.config = ServeConfig.model_validate(config)
         reuse_listening_address()  # before Serve starts this replica's HTTP server
@@ -272,7 +278,7 @@ class Ingress:
         else:  # topology: single
             self.stages = LocalStages(Registry(self.config.registry), self.config)
         self.store = make_store(self.config)
-        self.flow = RecommendFlow(self.config, self.store, self.stages, self.metrics)
+        self.flow = RecommendFlow(self.config, self.store, self.stages, self.metrics, pseudonyms)
         await self.flow.start()
         self.shop_page = shop_page.render(self.flow.registry.bundle(self.flow.current).shopper_ids()[:SHOP_SHOPPERS])
 
@@ -416,15 +422,17 @@ class Ingress:
 
 
 def build_app(config: ServeConfig) -> serve.Application:
-    """The application; the tokens are read here, from this process's environment (Ray's workers may not share it)."""
+    """The application; the tokens and the pseudonyms' key are read here, from this process's environment (Ray's workers
+    may not share it), and without a key set, one random key is made here for every replica of this server's life."""
     raw = config.model_dump(mode="json")
     tokens = read_tokens(config.admin)
+    pseudonyms = Pseudonyms.from_environment(config.privacy) if config.audit.enabled else None
     actor = {"num_cpus": config.cpus_per_replica}
     ingress = Ingress.options(
         num_replicas=config.ingress_replicas, ray_actor_options=actor, max_ongoing_requests=256, logging_config=QUIET_LOGS
     )
     if config.topology == "single":
-        return ingress.bind(raw, tokens)
+        return ingress.bind(raw, tokens, pseudonyms)
     # @serve.batch never forms batches larger than the deployment's max_ongoing_requests (measured with Ray 2.60).
     ongoing = max(config.ranking.max_batch_size, 64)
     retrieval = RetrievalDeployment.options(
@@ -433,4 +441,4 @@ def build_app(config: ServeConfig) -> serve.Application:
     ranking = RankingDeployment.options(
         num_replicas=config.ranking_replicas, ray_actor_options=actor, max_ongoing_requests=ongoing, logging_config=QUIET_LOGS
     ).bind(raw)
-    return ingress.bind(raw, tokens, retrieval, ranking)
+    return ingress.bind(raw, tokens, pseudonyms, retrieval, ranking)

@@ -158,7 +158,17 @@ class RolledBack:
 
 
 class RecommendFlow:
-    def __init__(self, config: ServeConfig, store: OnlineStore, stages: Stages, metrics: ServeMetrics | None = None):
+    def __init__(
+        self,
+        config: ServeConfig,
+        store: OnlineStore,
+        stages: Stages,
+        metrics: ServeMetrics | None = None,
+        pseudonyms: Pseudonyms | None = None,
+    ):
+        """`pseudonyms`: the audit log's key; None = read from this process's environment (a flow in process). An
+        endpoint reads it once where the app is built and hands it to every replica, so that all of them write the
+        same pseudonym for a shopper, also on a cluster whose workers do not share the server's environment."""
         self.config = config
         self.store = store
         self.stages = stages
@@ -176,7 +186,9 @@ class RecommendFlow:
         self.fallback_error: str | None = None
         self.metrics = metrics or ServeMetrics()
         self.audit = (
-            AuditWriter(config.audit_folder(), config.audit, Pseudonyms.from_environment(config.privacy), self.metrics.audit_dropped)
+            AuditWriter(
+                config.audit_folder(), config.audit, pseudonyms or Pseudonyms.from_environment(config.privacy), self.metrics.audit_dropped
+            )
             if config.audit.enabled
             else None
         )

@@ -26,6 +26,7 @@ from tests.conftest import SERVE_PORT
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC).isoformat()
 ADMIN_ENV, CATALOG_ENV = "HYPERREC_TEST_ADMIN_TOKEN", "HYPERREC_TEST_CATALOG_TOKEN"
+ID_KEY_ENV, ID_KEY = "HYPERREC_TEST_ID_KEY", "id-key-0123456789abcdef"
 ADMIN = {"Authorization": "Bearer admin-token-0123456789abcdef"}
 CATALOG = {"Authorization": "Bearer catalog-token-0123456789abcdef"}
 
@@ -39,6 +40,7 @@ def serve_config(exported, tmp_path, **settings) -> ServeConfig:
         "fault_injection": True,
         "budgets": {"ranking_ms": 300, "retrieval_ms": 300},
         "admin": {"token_env": ADMIN_ENV, "catalog_token_env": CATALOG_ENV},
+        "privacy": {"id_key_env": ID_KEY_ENV},
         # checks often and labels counted at once, for the monitor report; no rollback amid the fault tests
         "monitors": {"check_every": 10, "min_rows": 100, "quality": {"mature_s": 0}, "rollback": False},
     }
@@ -46,17 +48,25 @@ def serve_config(exported, tmp_path, **settings) -> ServeConfig:
 
 
 @pytest.fixture(scope="module")
-def endpoint(ray_cluster, exported, tmp_path_factory):
-    """The app with both tokens: they are read from the environment when it starts, and only then."""
+def endpoint_config(exported, tmp_path_factory) -> ServeConfig:
+    ranking = {"max_batch_size": 8, "batch_wait_ms": 2}
+    return serve_config(exported, tmp_path_factory.mktemp("serve"), topology="deployments", ranking=ranking)
+
+
+@pytest.fixture(scope="module")
+def endpoint(ray_cluster, endpoint_config):
+    """The app with both tokens and the pseudonyms' key: they are read from the environment when it starts, and only
+    then (the session's Ray cluster, started before, never had them in its workers' environment)."""
     from hyperrec.serve.runner import start, stop
 
-    ranking = {"max_batch_size": 8, "batch_wait_ms": 2}
-    config = serve_config(exported, tmp_path_factory.mktemp("serve"), topology="deployments", ranking=ranking)
-    os.environ.update({ADMIN_ENV: ADMIN["Authorization"].split()[1], CATALOG_ENV: CATALOG["Authorization"].split()[1]})
+    config = endpoint_config
+    secrets = {ADMIN_ENV: ADMIN["Authorization"].split()[1], CATALOG_ENV: CATALOG["Authorization"].split()[1], ID_KEY_ENV: ID_KEY}
+    os.environ.update(secrets)
     try:
         url = start(config)
     finally:
-        del os.environ[ADMIN_ENV], os.environ[CATALOG_ENV]
+        for name in secrets:
+            del os.environ[name]
     with httpx.Client(base_url=url, timeout=30) as client:
         yield client
     stop()
@@ -127,6 +137,21 @@ def test_placements_answer_over_http_and_bad_placements_get_a_422_naming_the_fie
     assert all({"bought_with", "similar"} & set(i["sources"]) for i in product.json()["items"])
     rules = endpoint.get("/openapi.json").json()["components"]["schemas"]["RecommendRequest"]["allOf"]
     assert [rule["anyOf"][0]["required"] for rule in rules] == [["item_id"], ["query"]]
+
+
+def test_the_audit_log_holds_the_pseudonyms_of_the_key_the_server_was_started_with(endpoint, endpoint_config):
+    from hyperrec.serve.audit import read_records
+    from hyperrec.serve.privacy import Pseudonyms
+
+    user = Registry(endpoint_config.registry).bundle(endpoint_config.version).shopper_ids()[0]
+    trace = endpoint.post("/recommend", json={"user_id": user, "k": 5}).json()["trace_id"]
+    deadline, records = time.time() + 20, []
+    while time.time() < deadline and not records:  # the writer appends off the request path, in batches
+        try:
+            records = [r for r in read_records(endpoint_config.audit_folder()) if r.decision_id == trace]
+        except (OSError, ValueError):  # no file yet, or a batch half written
+            time.sleep(0.2)
+    assert records and records[0].user == Pseudonyms(ID_KEY.encode()).of(user)
 
 
 def test_the_bench_session_step_sends_views_then_asks_for_the_session(endpoint, exported):
