@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -251,25 +252,46 @@ def _describe(error: dict[str, Any], prefix: str = "") -> str:
     return f"key '{key}': value {error.get('input')!r}: {error['msg']}"
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, schema: type[T] = ExperimentConfig) -> T:  # type: ignore[assignment]
+@dataclass(frozen=True)
+class NameRule:
+    """How overrides go into a config's name (`overridden_name`)."""
+
+    separator: str = "+"  # between the name and each override
+    unsafe: str = r"[^A-Za-z0-9_.=,+-]"  # characters replaced by `replacement` (file-system safe)
+    replacement: str = "_"
+    max_length: int | None = None  # a name that would be longer ends in a hash of the overrides instead
+
+
+RUN_NAMES = NameRule()
+
+
+def load_config(
+    path: str | Path,
+    overrides: list[str] | None = None,
+    schema: type[T] = ExperimentConfig,  # type: ignore[assignment]
+    name_rule: NameRule = RUN_NAMES,
+) -> T:
     """Read a YAML config, apply dotted overrides, validate against `schema`.
 
-    Overrides also go into the config's `name` (unless `name` itself is overridden), so that
+    Overrides also go into the config's `name` (unless `name` itself is overridden, `name_rule` says how), so that
     results and runs of a changed config never overwrite those of the file as committed.
     """
     path = Path(path)
     raw = apply_overrides(read_yaml(path), overrides or [])
     if overrides and isinstance(raw.get("name"), str) and not any(o.startswith("name=") for o in overrides):
-        raw["name"] = overridden_name(raw["name"], overrides)
+        raw["name"] = overridden_name(raw["name"], overrides, name_rule)
     return validate(raw, path, schema)
 
 
-def overridden_name(name: str, overrides: list[str]) -> str:
-    """`instacart_baselines` + [data.split=time] -> `instacart_baselines+data.split=time` (file-system safe)."""
-    suffix = re.sub(r"[^A-Za-z0-9_.=,+-]", "_", "+".join(overrides))
-    if len(suffix) > 80:
+def overridden_name(name: str, overrides: list[str], rule: NameRule = RUN_NAMES) -> str:
+    """`instacart_baselines` + [data.split=time] -> `instacart_baselines+data.split=time`."""
+    suffix = re.sub(rule.unsafe, rule.replacement, rule.separator.join(overrides))
+    too_long = rule.max_length is not None and len(name) + len(rule.separator) + len(suffix) > rule.max_length
+    if len(suffix) > 80 or too_long:
         suffix = hashlib.sha1(suffix.encode()).hexdigest()[:12]
-    return f"{name}+{suffix}"
+    if rule.max_length is not None:
+        name = name[: rule.max_length - len(rule.separator) - len(suffix)]
+    return f"{name}{rule.separator}{suffix}"
 
 
 class SearchDimension(StrictModel):

@@ -8,14 +8,12 @@ organic shopping before the experiment (CUPED's pre-period; the serving side ing
 
 from __future__ import annotations
 
-import hashlib
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from hyperrec.config import StrictModel, SyntheticConfig, load_config, read_yaml
+from hyperrec.config import NameRule, StrictModel, SyntheticConfig, load_config
 from hyperrec.experiment.assignment import SequentialConfig
 
 
@@ -94,23 +92,12 @@ class SimConfig(StrictModel):
         return self.history_days + self.pre_days
 
 
-NAME_LENGTH = 64  # an experiment's name: its log folder, its default assignment salt
-
-
-def replication_name(name: str, overrides: list[str]) -> str:
-    """`sim_taste_shop` + [seed=1] -> `sim_taste_shop.seed-1`: an experiment name (no `=`, which would read as a
-    partition key in its log folder's path); a long one ends in a hash of the overrides instead."""
-    suffix = re.sub(r"[^A-Za-z0-9_.-]", "-", ".".join(overrides))
-    if len(name) + 1 + len(suffix) > NAME_LENGTH:
-        suffix = hashlib.sha1(".".join(overrides).encode()).hexdigest()[:12]
-    return f"{name[: NAME_LENGTH - 1 - len(suffix)]}.{suffix}"
+# An experiment's name is its log folder's name and its default assignment salt: no `=`, which would read as a
+# partition key in the folder's path (`sim_taste_shop` + [seed=1] -> `sim_taste_shop.seed-1`).
+EXPERIMENT_NAMES = NameRule(separator=".", unsafe=r"[^A-Za-z0-9_.-]", replacement="-", max_length=64)
 
 
 def load_sim_config(path: Path, overrides: list[str] | None = None) -> SimConfig:
     """The YAML file, then dotted overrides (`seed=1`): an overridden config gets a name of its own (unless `name` is
     overridden too), so its assignment salt (unless set), logs and results are its own, not the committed run's."""
-    overrides = overrides or []
-    name = read_yaml(path).get("name")
-    if overrides and isinstance(name, str) and not any(o.startswith("name=") for o in overrides):
-        overrides = [*overrides, f"name={replication_name(name, overrides)}"]
-    return load_config(path, overrides, schema=SimConfig)
+    return load_config(path, overrides, schema=SimConfig, name_rule=EXPERIMENT_NAMES)

@@ -147,10 +147,8 @@ def test_the_audit_log_holds_the_pseudonyms_of_the_key_the_server_was_started_wi
     trace = endpoint.post("/recommend", json={"user_id": user, "k": 5}).json()["trace_id"]
     deadline, records = time.time() + 20, []
     while time.time() < deadline and not records:  # the writer appends off the request path, in batches
-        try:
-            records = [r for r in read_records(endpoint_config.audit_folder()) if r.decision_id == trace]
-        except (OSError, ValueError):  # no file yet, or a batch half written
-            time.sleep(0.2)
+        records = [r for r in read_records(endpoint_config.audit_folder()) if r.decision_id == trace]  # torn lines skipped
+        time.sleep(0.2)
     assert records and records[0].user == Pseudonyms(ID_KEY.encode()).of(user)
 
 
