@@ -82,6 +82,7 @@ class Candidates:
     affinity: np.ndarray | None = None  # the placement's own 0..1 score of each item (0 on home; None: all 0)
     via: np.ndarray | None = None  # the page item (product page's, cart's) each came through, -1 if none
     note: str | None = None  # what the placement could not do (a search with no match), said in the answer
+    scores: dict[str, np.ndarray] = field(default_factory=dict)  # version -> its ranker's scores of these, once scored
 
     def __post_init__(self) -> None:
         n = len(self.items)

@@ -447,15 +447,15 @@ class RecommendFlow:
                     timer.ms.update(candidates.stage_ms)
                 if candidates.note is not None:
                     degraded.append(candidates.note)
-                candidates = _drop(candidates, blocked)
+                retrieved = candidates
+                keep = ~np.isin(retrieved.items, blocked)
+                candidates = retrieved.take(keep)
                 fallback = self.current if version != self.current else self.last_good  # a canary falls back to the current
                 for attempt in dict.fromkeys([version, fallback]):
                     if attempt is None:
                         continue
                     try:
-                        scores = await self._stage(
-                            self.stages.score(attempt, candidates.features), self.config.budgets.ranking_ms, f"ranking {attempt}"
-                        )
+                        scores = (await self._scores(attempt, retrieved))[keep]
                     except StageFailed as failure:
                         degraded.append(str(failure))
                         fell_back = True
@@ -625,6 +625,15 @@ class RecommendFlow:
         self.cache.put(shopper, key, candidates, state)
         return candidates, False
 
+    async def _scores(self, version: str, candidates: Candidates) -> np.ndarray:
+        """`version`'s ranker scores of `candidates`, kept with them: a candidate-cache hit has the same features, so the
+        ranker (a function of them alone) is not run again."""
+        scores = candidates.scores.get(version)
+        if scores is None:
+            call = self.stages.score(version, candidates.features)
+            scores = candidates.scores[version] = await self._stage(call, self.config.budgets.ranking_ms, f"ranking {version}")
+        return scores
+
     @staticmethod
     async def _stage(call: Any, budget_ms: float, name: str) -> Any:
         try:
@@ -736,10 +745,6 @@ async def _awaited(call: Any, deadline: float) -> Any:
             call.close()  # a coroutine never started: no "never awaited" warning
         raise TimeoutError
     return await call
-
-
-def _drop(candidates: Candidates, blocked: np.ndarray) -> Candidates:
-    return candidates.take(~np.isin(candidates.items, blocked)) if len(blocked) else candidates
 
 
 def _placement(request: RecommendRequest, items: VersionItems, version: str) -> tuple[Placement, str | None]:

@@ -96,3 +96,27 @@ def test_stock_and_price_events_invalidate_the_flows_cached_candidates(exported,
     assert len(flow.cache) == 0 and shown[1] not in [i.item_id for i in ask(flow, user, k=5).items]
     flow.ingest([{"event_type": "stock_change", "item_id": shown[1], "stock": 4, "timestamp": NOW}])
     assert len(flow.cache) == 0  # back in stock: any entry may now lack it, all are dropped
+
+
+def test_a_hit_reuses_the_rankers_scores_and_still_filters_by_the_request(exported, tmp_path):
+    from tests.serve.test_flow import ask, make_flow
+
+    flow = make_flow(exported, tmp_path, policy={"frequency_cap": None})
+    user = sorted(flow.registry.bundle(flow.current).user_baskets())[0]
+    scored: list[int] = []
+    score = flow.stages.score
+
+    async def counted(version: str, features: np.ndarray) -> np.ndarray:
+        scored.append(len(features))
+        return await score(version, features)
+
+    flow.stages.score = counted
+    first = ask(flow, user, k=5)
+    assert len(scored) == 1 and first.served_by == "ranker"
+    again = ask(flow, user, k=5)
+    assert len(scored) == 1, "a hit ran the ranker again"
+    assert [(i.item_id, i.score) for i in again.items] == [(i.item_id, i.score) for i in first.items]
+    held_back = ask(flow, user, k=5, exclude=[first.items[0].item_id])  # the same entry, one item excluded
+    assert len(scored) == 1 and first.items[0].item_id not in [i.item_id for i in held_back.items]
+    before = {i.item_id: i.score for i in first.items}
+    assert all(before[i.item_id] == i.score for i in held_back.items if i.item_id in before)  # the cached scores, subset

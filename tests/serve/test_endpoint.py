@@ -193,10 +193,11 @@ def test_ranking_failure_and_timeout_fall_back_and_say_so(endpoint, exported):
     user = some_user(exported)
     try:
         assert endpoint.post("/admin/faults", json={"stage": "ranking", "mode": "error"}, headers=ADMIN).status_code == 200
-        failed = endpoint.post("/recommend", json={"user_id": user, "k": 5}).json()
+        # each on a device of its own: a candidate-cache miss (a hit reuses the scores it was served with, no ranker call)
+        failed = endpoint.post("/recommend", json={"user_id": user, "k": 5, "context": {"device": "ios"}}).json()
         assert failed["served_by"] == "popularity" and "injected failure" in failed["degraded"][0] and len(failed["items"]) == 5
         endpoint.post("/admin/faults", json={"stage": "ranking", "mode": "delay", "delay_ms": 2000}, headers=ADMIN)
-        slow = endpoint.post("/recommend", json={"user_id": user, "k": 5}).json()
+        slow = endpoint.post("/recommend", json={"user_id": user, "k": 5, "context": {"device": "android"}}).json()
         assert slow["served_by"] == "popularity" and "budget" in slow["degraded"][0]
     finally:
         endpoint.post("/admin/faults", json={"stage": "ranking", "mode": "none"}, headers=ADMIN)

@@ -175,7 +175,7 @@ def test_swap_keeps_the_previous_version_as_last_good_fallback(exported, second_
     assert (flow.current, flow.last_good) == (second_version.version, exported.version)
     assert ask(flow, user).model_version == second_version.version
     asyncio.run(flow.stages.set_fault("ranking", "error", 0, second_version.version))  # only the new version fails
-    answer = ask(flow, user, k=5)
+    answer = ask(flow, user, k=5, context={"device": "ios"})  # another device: a cache miss (a hit reuses its scores)
     assert answer.served_by == "last_good" and answer.model_version == exported.version and second_version.version in answer.degraded[0]
 
 
