@@ -5,7 +5,7 @@ loaded" lines and FAISS's loader lines (INFO on the root logger of every Ray wor
 controller and worker INFO lines, the warning that Ray enabled token authentication, and
 FutureWarning / UserWarning lines from the ONNX exporter. Every process hyperrec starts inherits
 this process's environment, so settings made here before Ray starts reach the Ray workers too;
-`ray_init_options()` gives `ray.init` the cluster and the workers' log level, `train_logging()` Ray Train's.
+`init_ray()` starts Ray with the cluster and the workers' log level, `train_logging()` gives Ray Train's.
 """
 
 from __future__ import annotations
@@ -53,22 +53,44 @@ def configure(verbose: bool = False) -> None:
         os.environ.setdefault(key, value)
     if "ray" not in sys.modules:  # Ray reads its auth mode once; a process that imported it already keeps its own
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # what Ray picks for a new local cluster anyway; said, it does not warn
+    # this command's one handler of the root logger; with none, the first root-level call of a library (Ray's accelerator
+    # probes call logging.debug) installs logging.basicConfig's "WARNING:name:message" one
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     quiet_libraries()
 
 
-def ray_init_options() -> dict[str, Any]:
-    """`ray.init` keyword arguments: the cluster (the one RAY_ADDRESS names, else a new local one: with no
-    address Ray looks for a running cluster and fails when it finds several, e.g. a test session's), the
-    workers' Python log level (WARNING unless verbose, and then no "(RayTrainWorker pid=...)" prefix on
-    what they print: their progress lines), and this command's environment for the job's workers also on
-    a cluster that was already running (`RAY_ADDRESS=auto`)."""
+def ray_address() -> str | None:
+    """The cluster `ray.init` joins: the one RAY_ADDRESS names, else a new local one (with no address Ray looks for a
+    running cluster and fails when it finds several, e.g. a test session's)."""
+    return None if os.environ.get("RAY_ADDRESS") else "local"
+
+
+def init_ray(**options: Any) -> None:
+    """`ray.init` with `_ray_init_options()` and `options` on top, leaving this process's root logger as it was: Ray's
+    LoggingConfig adds a handler of its own to the driver's root logger (job, worker and node ids on every line) beside
+    the command's, and every warning of hyperrec's was printed twice."""
+    import ray
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        ray.init(**(_ray_init_options() | options))
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def _ray_init_options() -> dict[str, Any]:
+    """`ray.init` keyword arguments: the cluster (`ray_address()`), the workers' Python log level (WARNING unless
+    verbose, and then no "(RayTrainWorker pid=...)" prefix on what they print: their progress lines), and this
+    command's environment for the job's workers also on a cluster that was already running (`RAY_ADDRESS=auto`)."""
     import ray
 
     forwarded = {key: os.environ[key] for key in (*QUIET_ENV, PROGRESS_ENV) if key in os.environ}
     if not _verbose:
         _drop_core_lines()
     return {
-        "address": None if os.environ.get("RAY_ADDRESS") else "local",
+        "address": ray_address(),
         "configure_logging": False,
         "logging_config": ray.LoggingConfig(encoding="TEXT", log_level="INFO" if _verbose else "WARNING"),
         "runtime_env": {"env_vars": forwarded},

@@ -57,3 +57,24 @@ def test_forwarded_ray_lines_lose_the_core_log_and_serves_shutdown_race_and_keep
     worker.print_worker_logs({"pid": "raylet", "lines": [race, core, "epoch 1/2: loss 3.1"]}, None)
     worker.print_worker_logs({"pid": "raylet", "lines": [race]}, None)
     assert printed == [["epoch 1/2: loss 3.1"]]
+
+
+def test_a_warning_after_ray_starts_is_printed_once_in_the_commands_format(ray_cluster):
+    """Ray's LoggingConfig adds a handler to the driver's root logger; init_ray keeps the command's one alone."""
+    import ray
+
+    script = (
+        "import logging\n"
+        "from hyperrec.logs import configure, init_ray\n"
+        "configure()\n"  # as every command does, before Ray is imported
+        "import ray\n"
+        "init_ray()\n"
+        "logging.getLogger('hyperrec.serve.privacy').warning('the key is not set')\n"
+        "ray.shutdown()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "HYPERREC_"))}
+    env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = [line for line in (done.stdout + done.stderr).splitlines() if "the key is not set" in line]
+    assert said == ["WARNING hyperrec.serve.privacy: the key is not set"], done.stderr[-3000:]

@@ -33,7 +33,7 @@ from hyperrec.bench.bundles import HistoryProfile, encoder_config, synthetic_bun
 from hyperrec.bench.loadgen import NEW_USER, Reply, StepResult, http_step_in_this_process, open_loop, recommend_bodies, reply_of, serial
 from hyperrec.bench.machine import measure_machine
 from hyperrec.eval.report import print_table, save_figure, write_table
-from hyperrec.logs import ray_init_options
+from hyperrec.logs import init_ray
 from hyperrec.registry import Registry
 from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.flow import LocalStages, RecommendFlow
@@ -186,7 +186,7 @@ def run_bench(
     """A registry version (`registry` and `version`) with its own shoppers, else synthetic bundles of `items` and `sizes` items."""
     out.mkdir(parents=True, exist_ok=True)
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, **ray_init_options())
+        init_ray(include_dashboard=False, log_to_driver=False)
     rows, stage_rows, machine = [], [], [measure_machine()]
     console.print(f"  {machine[0].line()} (at the start)")
     try:

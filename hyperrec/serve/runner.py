@@ -11,7 +11,7 @@ import httpx
 import ray
 from ray import serve
 
-from hyperrec.logs import ray_init_options
+from hyperrec.logs import init_ray
 from hyperrec.serve.app import QUIET_LOGS, build_app
 from hyperrec.serve.config import ServeConfig
 from hyperrec.serve.ray_env import PROXY_PORT_OFFSET, prepare_environment
@@ -36,7 +36,7 @@ def start(config: ServeConfig, num_cpus: int | None = None, timeout_s: float = 1
     app = build_app(config)  # before Ray starts: a bad token is an error that costs no cluster start
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its "ready at" line names Serve's own port, not ours
     if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **ray_init_options())
+        init_ray(num_cpus=num_cpus, include_dashboard=False)
     if handle_signals:
         handle_stop_signals()
     # Direct ingress: the ingress replica binds `port` itself; Serve still reserves its own HTTP

@@ -15,7 +15,7 @@ from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from hyperrec.config import ExperimentConfig
-from hyperrec.logs import ray_init_options, train_logging
+from hyperrec.logs import init_ray, ray_address, train_logging
 from hyperrec.ports import free_port
 from hyperrec.train.loop import CHECKPOINT_FILE, train_loop
 from hyperrec.train.sharding import check_config
@@ -55,9 +55,8 @@ def latest_checkpoint(run_dir: Path) -> Path:
 
 def ensure_ray(num_cpus: int | None = None) -> None:
     if not ray.is_initialized():
-        options = ray_init_options()
         pinned = {}
-        if options["address"] == "local":
+        if ray_address() == "local":
             # Ray Train's controller asks the State API about its actors without an address: with a second local cluster
             # on the machine (another `hyperrec train`) it finds two and fails. So this cluster's GCS gets a known port,
             # named in the environment its processes inherit at start (the driver ignores RAY_ADDRESS: address="local").
@@ -67,7 +66,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         os.environ.update(pinned)
         try:
             # The dashboard serves the State API that Ray Train's controller polls; without it, it warns every few seconds.
-            ray.init(num_cpus=num_cpus, **options)
+            init_ray(num_cpus=num_cpus)
         finally:  # the driver's own later ray.init calls must not find a cluster that may be gone by then
             for key, value in before.items():
                 os.environ.pop(key) if value is None else os.environ.update({key: value})
