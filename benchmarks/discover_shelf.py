@@ -5,7 +5,8 @@
 new_item_recall@10 as `hyperrec eval` computes it: each method ranks with the user's own items excluded and is
 scored on the test basket's items new to the user (users with none are left out). The served path runs the code
 a request runs (`Retrieval.candidates` with placement discover -> the served ranker -> `Policy.select`), over an
-item table of the test task's own history. Paired intervals against the strongest baseline.
+item table of the test task's own history. Paired intervals against the strongest baseline. Last, how many of the
+test basket's new items the shelf's candidates hold at all, in all and by source: what any ranker of them could reach.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import yaml
 
 from hyperrec.bundle.bought_together import BoughtTogether
 from hyperrec.bundle.features import ItemTable
+from hyperrec.bundle.placements import SOURCES, Placement
 from hyperrec.bundle.retrieval import Retrieval
 from hyperrec.bundle.store import ModelRuntime
 from hyperrec.bundle.user_state import UserState
@@ -26,7 +28,7 @@ from hyperrec.eval.evaluate import seen_items
 from hyperrec.eval.metrics import paired_bootstrap, split_recall_at_k
 from hyperrec.eval.report import print_table
 from hyperrec.export.run import load_source
-from hyperrec.export.served_ranker import policy_lists
+from hyperrec.export.served_ranker import policy_lists, user_context
 from hyperrec.models.baselines import make_baseline
 from hyperrec.models.item_index import single_threaded
 from hyperrec.registry import Registry
@@ -74,6 +76,26 @@ def main(run: Path, registry_root: Path, version: str = "current") -> None:
     for name in (n for n in per_user if n.startswith("served")):
         mean, low, high = paired_bootstrap(per_user[name], per_user[best], samples=2_000)
         print(f"{name} vs {best}: new_item_recall@10 {mean:+.4f} [{low:+.4f}, {high:+.4f}] (paired, 2,000 resamples)")
+    print_table(pool_recall(retrieval, task, seen).round(4), "Discover candidates: share of the test basket's new items they hold")
+
+
+def pool_recall(retrieval: Retrieval, task, seen: list[np.ndarray]) -> pd.DataFrame:
+    """Per source (and all): the mean over users of the share of their new test items among the discover candidates."""
+    states = [UserState.from_history(task.history, int(u)) for u in task.users]
+    found = retrieval.candidates(states, user_context(task.history, task.users), placements=[Placement("discover")] * len(states))
+    shares: dict[str, list[float]] = {"all candidates": [], **{source: [] for source in SOURCES}}
+    sizes = []
+    for candidates, target, own in zip(found, task.targets, seen):
+        new = np.setdiff1d(target, own)
+        if not len(new):
+            continue
+        sizes.append(len(candidates.items))
+        shares["all candidates"].append(float(np.isin(new, candidates.items).mean()))
+        for bit, source in enumerate(SOURCES):
+            shares[source].append(float(np.isin(new, candidates.items[(candidates.sources & (1 << bit)) > 0]).mean()))
+    table = pd.DataFrame({"share of new test items": {name: float(np.mean(v)) for name, v in shares.items() if v}})
+    table.index.name = f"source ({np.mean(sizes):.0f} candidates a user)"
+    return table
 
 
 if __name__ == "__main__":
