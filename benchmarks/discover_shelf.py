@@ -5,8 +5,10 @@
 new_item_recall@10 as `hyperrec eval` computes it: each method ranks with the user's own items excluded and is
 scored on the test basket's items new to the user (users with none are left out). The served path runs the code
 a request runs (`Retrieval.candidates` with placement discover -> the served ranker -> `Policy.select`), over an
-item table of the test task's own history. Paired intervals against the strongest baseline. Last, how many of the
-test basket's new items the shelf's candidates hold at all, in all and by source: what any ranker of them could reach.
+item table of the test task's own history; then again with a ranker trained on the shelf's own candidates (export's
+cut-offs and settings, so its labels are the held-out baskets' new items only). Paired intervals against the strongest
+baseline. Last, how many of the test basket's new items the shelf's candidates hold at all, in all and by source: what
+any ranker of them could reach.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from hyperrec.bundle.user_state import UserState
 from hyperrec.eval.evaluate import seen_items
 from hyperrec.eval.metrics import paired_bootstrap, split_recall_at_k
 from hyperrec.eval.report import print_table
-from hyperrec.export.run import load_source
-from hyperrec.export.served_ranker import policy_lists, user_context
+from hyperrec.export.run import ExportConfig, load_source
+from hyperrec.export.served_ranker import fit_ranker, policy_lists, training_lists, user_context
 from hyperrec.models.baselines import make_baseline
 from hyperrec.models.item_index import single_threaded
 from hyperrec.registry import Registry
@@ -58,12 +60,19 @@ def main(run: Path, registry_root: Path, version: str = "current") -> None:
     table = ItemTable.from_history(task.history, catalog)
     together = BoughtTogether.from_history(task.history)
     retrieval = Retrieval(bundle.encoder(runtime), bundle.item_vectors, table, bundle.manifest.retrieval, bought_together=together)
-    for weight in WEIGHTS:
-        policy = Policy(PolicyConfig(placement_weight=weight), table, bundle.item_vectors)
-        states = [UserState.from_history(task.history, int(u)) for u in task.users]
-        lists[f"served discover placement (placement_weight {weight:g})"] = policy_lists(
-            retrieval, bundle.scorer(runtime), policy.select, task.history, task.users, states, "discover", K
-        )
+    # the same shelf with a ranker trained on its own candidates (export's cut-offs): its labels are the new items only
+    config = ExportConfig()
+    lists_for_new = training_lists(
+        task.history, catalog, retrieval.encoder, bundle.item_vectors, bundle.manifest.retrieval, config.cutoffs, page="discover"
+    )
+    new_item_ranker = fit_ranker(*lists_for_new, config.ranker).eval()
+    for ranker, scorer in (("served ranker", bundle.scorer(runtime)), ("ranker trained on new items", new_item_ranker.predict)):
+        for weight in WEIGHTS:
+            policy = Policy(PolicyConfig(placement_weight=weight), table, bundle.item_vectors)
+            states = [UserState.from_history(task.history, int(u)) for u in task.users]
+            lists[f"served discover placement, {ranker} (placement_weight {weight:g})"] = policy_lists(
+                retrieval, scorer, policy.select, task.history, task.users, states, "discover", K
+            )
     for name, recs in lists.items():
         own = sum(np.isin(row, s).sum() for row, s in zip(recs, seen))
         assert own == 0, f"{name} listed {own} of the users' own items"

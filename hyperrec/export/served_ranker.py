@@ -10,10 +10,12 @@ encoder, so the ranker learns exactly the inputs it gets in production.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from hyperrec.bundle.bought_together import BoughtTogether
 from hyperrec.bundle.drift import DriftReference
 from hyperrec.bundle.features import FEATURE_NAMES, ItemTable
 from hyperrec.bundle.onnx_models import Encoder, Scorer
@@ -44,9 +46,11 @@ def training_lists(
     config: RetrievalConfig,
     cutoffs: int,
     index=None,
+    page: Literal["home", "discover"] = "home",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features, labels, list ids) over `cutoffs` held-out baskets per user; lists without a positive are dropped.
-    `index`: the FAISS index over `item_vectors` (built once by the caller; None = build one per cut-off)."""
+    `index`: the FAISS index over `item_vectors` (built once by the caller; None = build one per cut-off). `page`: the
+    placement whose candidates are ranked (`discover`: none of the user's own items, so the labels are the new ones)."""
     n_baskets = np.array([len(b) for b in history.baskets])
     features, labels, groups = [], [], []
     n_lists = 0
@@ -55,11 +59,14 @@ def training_lists(
         if not len(users):
             break
         truncated = history.truncate(np.where(n_baskets >= j + 1, n_baskets - j, 0))
-        retrieval = Retrieval(encoder, item_vectors, ItemTable.from_history(truncated, catalog), config, index=index)
+        together = BoughtTogether.from_history(truncated) if page != "home" else None
+        table = ItemTable.from_history(truncated, catalog)
+        retrieval = Retrieval(encoder, item_vectors, table, config, index=index, bought_together=together)
         for start in range(0, len(users), BATCH):
             batch = users[start : start + BATCH]
             states = [UserState.from_history(truncated, u) for u in batch]
-            for user, candidates in zip(batch, retrieval.candidates(states, user_context(truncated, batch))):
+            found = retrieval.candidates(states, user_context(truncated, batch), placements=[Placement(page)] * len(batch))
+            for user, candidates in zip(batch, found):
                 label = np.isin(candidates.items, history.baskets[user][n_baskets[user] - j])
                 if label.any():
                     features.append(candidates.features)
