@@ -78,3 +78,21 @@ def test_a_warning_after_ray_starts_is_printed_once_in_the_commands_format(ray_c
     assert done.returncode == 0, done.stderr[-3000:]
     said = [line for line in (done.stdout + done.stderr).splitlines() if "the key is not set" in line]
     assert said == ["WARNING hyperrec.serve.privacy: the key is not set"], done.stderr[-3000:]
+
+
+def test_training_starts_a_cluster_of_its_own_with_its_gcs_port_named_in_the_environment(monkeypatch):
+    """ensure_ray names the new cluster's GCS in RAY_ADDRESS for the processes it starts; the driver itself must still
+    ask for a new local cluster (an address read after the pinning made it wait for a cluster that never came)."""
+    import ray
+
+    from hyperrec.train import launcher
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # the test session's cluster is up; ask as a fresh driver would
+    started: list[tuple[dict, str | None]] = []
+    monkeypatch.setattr(launcher, "init_ray", lambda **options: started.append((options, os.environ.get("RAY_ADDRESS"))))
+    launcher.ensure_ray(num_cpus=1)
+    [(options, pinned)] = started
+    assert options["address"] == "local" and options["num_cpus"] == 1
+    assert pinned is not None and pinned.startswith("127.0.0.1:")  # what Ray Train's controller reads
+    assert "RAY_ADDRESS" not in os.environ  # and gone again for the driver's later calls

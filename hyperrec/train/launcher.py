@@ -55,8 +55,8 @@ def latest_checkpoint(run_dir: Path) -> Path:
 
 def ensure_ray(num_cpus: int | None = None) -> None:
     if not ray.is_initialized():
-        pinned = {}
-        if ray_address() == "local":
+        address, pinned = ray_address(), {}  # read before RAY_ADDRESS is pinned below
+        if address == "local":
             # Ray Train's controller asks the State API about its actors without an address: with a second local cluster
             # on the machine (another `hyperrec train`) it finds two and fails. So this cluster's GCS gets a known port,
             # named in the environment its processes inherit at start (the driver ignores RAY_ADDRESS: address="local").
@@ -66,7 +66,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         os.environ.update(pinned)
         try:
             # The dashboard serves the State API that Ray Train's controller polls; without it, it warns every few seconds.
-            init_ray(num_cpus=num_cpus)
+            init_ray(num_cpus=num_cpus, address=address)
         finally:  # the driver's own later ray.init calls must not find a cluster that may be gone by then
             for key, value in before.items():
                 os.environ.pop(key) if value is None else os.environ.update({key: value})
