@@ -68,6 +68,11 @@ def ratio_interval(num: np.ndarray, den: np.ndarray, alpha: float = 0.05) -> tup
     return float(ratio), float(ratio - half), float(ratio + half)
 
 
+def ratio_se(num: np.ndarray, den: np.ndarray) -> float:
+    """The delta-method standard error of one ratio metric from per-unit sums (e.g. true revenue and slates per shopper)."""
+    return float(np.sqrt(_ratio_and_variance(num, den, -1)[1]))
+
+
 def ratio_diff(num_t: np.ndarray, den_t: np.ndarray, num_c: np.ndarray, den_c: np.ndarray, alpha: float = 0.05, axis: int = -1) -> Estimate:
     """Difference of ratio metrics (e.g. revenue per session, clicks per impression) when units of
     randomization (users) hold several units of analysis (sessions): inputs are per-user sums of the

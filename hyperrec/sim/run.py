@@ -40,7 +40,7 @@ from hyperrec.experiment.analyze import arm_metrics, unit_table
 from hyperrec.experiment.assignment import Arm, ExperimentSpec, assign_many, unit_key
 from hyperrec.experiment.records import write_frame
 from hyperrec.experiment.slot_ope import SlotLog, ope_table, resampled_errors
-from hyperrec.experiment.stats import ratio_interval
+from hyperrec.experiment.stats import ratio_interval, ratio_se
 from hyperrec.progress import progress
 from hyperrec.serve.schemas import Exploration, RecommendRequest
 from hyperrec.sim.clients import ArmClient, connect
@@ -529,24 +529,34 @@ def placement_table(exposures: pd.DataFrame, outcomes: pd.DataFrame, arms: list[
     slate = outcomes[outcomes["trace_id"].notna()]
     clicks = slate[slate["event"] == "click"].groupby("trace_id").size()
     bought = slate[slate["event"] == "purchase"].groupby("trace_id")[["value", "margin"]].sum()
-    frame = exposures.set_index("trace_id")[["arm", "placement", "true_revenue"]]
+    frame = exposures.set_index("trace_id")[["arm", "placement", "unit_id", "true_revenue"]]
     frame = frame.assign(clicks=clicks, value=bought["value"], margin=bought["margin"]).fillna({"clicks": 0, "value": 0.0, "margin": 0.0})
-    table = frame.groupby(["arm", "placement"]).agg(
+    groups = frame.groupby(["arm", "placement"])
+    table = groups.agg(
         slates=("clicks", "size"),
         clicks_per_slate=("clicks", "mean"),
         revenue_per_slate=("value", "mean"),
         margin_per_slate=("margin", "mean"),
         true_revenue_per_slate=("true_revenue", "mean"),
-        true_revenue_sd=("true_revenue", "std"),
     )
-    table["true_revenue_se"] = table.pop("true_revenue_sd") / np.sqrt(table["slates"])  # over the shoppers and moments shown
+    table["true_revenue_se"] = pd.Series({key: slate_mean_se(part, "true_revenue") for key, part in groups})
     order = {arm: n for n, arm in enumerate(arms)}
     return table.reset_index().sort_values(["arm", "placement"], key=lambda c: c.map(order) if c.name == "arm" else c).set_index("arm")
 
 
+def slate_mean_se(slates: pd.DataFrame, column: str) -> float:
+    """The standard error of `column`'s mean per slate with the shopper (`unit_id`) as the unit: one shopper's slates
+    share their tastes and each arm holds other shoppers, so slates are no independent draws (an error over slates
+    put a between-shopper difference at 5.4 of them: README, the behaviour run's replication)."""
+    per_shopper = slates.groupby("unit_id")[column].agg(["sum", "size"])
+    if len(per_shopper) < 2:
+        return float("nan")
+    return ratio_se(per_shopper["sum"].to_numpy(np.float64), per_shopper["size"].to_numpy(np.float64))
+
+
 def true_values(exposures: pd.DataFrame, outcomes: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
     """Per arm: the simulator's expected clicks, revenue and margin of the slates shown (its true value) next to
-    the purchases the log attributes to those slates (mean per slate, with its standard error), and the
+    the purchases the log attributes to those slates (mean per slate, with its standard error over shoppers), and the
     true value per shopper (the expected lift over organic shopping that analyze's revenue_per_unit sees)."""
     bought = outcomes[outcomes["trace_id"].notna() & (outcomes["event"] == "purchase")].groupby("trace_id")[["value", "margin"]].sum()
     slates = exposures.set_index("trace_id")[["arm", "unit_id", "true_clicks", "true_revenue", "true_margin"]].join(bought)
@@ -560,7 +570,7 @@ def true_values(exposures: pd.DataFrame, outcomes: pd.DataFrame, arms: list[str]
             "true_clicks_per_slate": part["true_clicks"].mean(),
             "true_revenue_per_slate": part["true_revenue"].mean(),
             "measured_revenue_per_slate": part["value"].mean(),
-            "measured_se": part["value"].std(ddof=1) / np.sqrt(n),
+            "measured_se": slate_mean_se(part, "value"),
             "true_margin_per_slate": part["true_margin"].mean(),
             "measured_margin_per_slate": part["margin"].mean(),
             "true_revenue_per_user": part.groupby("unit_id")["true_revenue"].sum().mean(),
