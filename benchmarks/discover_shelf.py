@@ -63,7 +63,7 @@ def main(run: Path, registry_root: Path, version: str = "current") -> None:
     # the same shelf with a ranker trained on its own candidates (export's cut-offs): its labels are the new items only
     config = ExportConfig()
     lists_for_new = training_lists(
-        task.history, catalog, retrieval.encoder, bundle.item_vectors, bundle.manifest.retrieval, config.cutoffs, page="discover"
+        task.history.orders(), catalog, retrieval.encoder, bundle.item_vectors, bundle.manifest.retrieval, config.cutoffs, page="discover"
     )
     new_item_ranker = fit_ranker(*lists_for_new, config.ranker).eval()
     for ranker, scorer in (("served ranker", bundle.scorer(runtime)), ("ranker trained on new items", new_item_ranker.predict)):

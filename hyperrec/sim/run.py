@@ -546,7 +546,7 @@ def placement_table(exposures: pd.DataFrame, outcomes: pd.DataFrame, arms: list[
 
 def slate_mean_se(slates: pd.DataFrame, column: str) -> float:
     """The standard error of `column`'s mean per slate with the shopper (`unit_id`) as the unit: one shopper's slates
-    share their tastes and each arm holds other shoppers, so slates are no independent draws (an error over slates
+    share their tastes and each arm holds other shoppers, so slates are not independent draws (an error over slates
     put a between-shopper difference at 5.4 of them: README, the behaviour run's replication)."""
     per_shopper = slates.groupby("unit_id")[column].agg(["sum", "size"])
     if len(per_shopper) < 2:
