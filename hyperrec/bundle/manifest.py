@@ -76,6 +76,7 @@ class Manifest(StrictModel):
     retrieval: RetrievalConfig = RetrievalConfig()
     index: IndexSettings = IndexSettings()
     ranker: RankerConfig | None = None
+    ranker_without: list[str] = Field([], description="served features the ranker does not read (ExportConfig.ranker_without)")
     export_seconds: float = Field(ge=0)
 
     @property

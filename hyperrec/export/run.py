@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hyperrec.bundle import manifest as files
 from hyperrec.bundle.bought_together import BoughtTogether
@@ -59,11 +59,26 @@ class ExportConfig(StrictModel):
     retrieval: RetrievalConfig = RetrievalConfig()
     ranker: RankerConfig = RankerConfig(epochs=8)
     cutoffs: int = Field(5, ge=1, description="held-out baskets per user the ranker learns from")
+    ranker_without: list[str] = Field(
+        [],
+        description="served features the ranker does not read (still computed, monitored and in the input contract). On the "
+        "Instacart demo run, [ann_score, ann_inv_rank] with cutoffs=20 ranks better (benchmarks/served_ranker_features.py)",
+    )
     gate_metric: str = "recall@10"
     min_delta: float = Field(0.0, description="promote only if gate_metric beats the current version by this much")
     promote: bool = True
     gpu: bool = Field(False, description="Triton instance_group KIND_GPU instead of KIND_CPU")
     parity_tolerance: float = Field(1e-4, gt=0)
+
+    @field_validator("ranker_without")
+    @classmethod
+    def _served_features(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in FEATURE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown served feature(s) {unknown}; the served features are {list(FEATURE_NAMES)}")
+        if set(names) >= set(FEATURE_NAMES):
+            raise ValueError("the ranker must read at least one served feature")
+        return names
 
 
 @dataclass(frozen=True)
@@ -157,8 +172,9 @@ def train_served_ranker(
     folder: Path,
     tolerance: float,
     rng: np.random.Generator,
+    without: Sequence[str] = (),
 ) -> RankerStep:
-    ranker = fit_ranker(features, labels, groups, config).eval()
+    ranker = fit_ranker(features, labels, groups, config, without).eval()
     cases = [features[:1], features[: min(len(features), 150)], rng.normal(size=(64, len(FEATURE_NAMES))).astype(np.float32)]
     example = {"features": torch.from_numpy(features[:8])}
     parity = export_checked(
@@ -236,7 +252,7 @@ def export_run(run_dir: Path, config: ExportConfig, log: Callable[[str], object]
         bought = split.test.history.orders()
         features, labels, groups = training_lists(bought, catalog, encoder.encoder, plan.item_vectors, r, config.cutoffs, index)
         log(f"ranker: {groups[-1] + 1} training lists, {len(labels)} candidates, {labels.mean():.3f} positive")
-        ranker = train_served_ranker(features, labels, groups, config.ranker, staging, config.parity_tolerance, rng)
+        ranker = train_served_ranker(features, labels, groups, config.ranker, staging, config.parity_tolerance, rng, config.ranker_without)
 
         test_retrieval = Retrieval(encoder.encoder, plan.item_vectors, ItemTable.from_history(bought, catalog), r, index=index)
         evaluation = evaluate_bundle(test_retrieval, ranker.scorer, split, staging)
@@ -265,6 +281,7 @@ def export_run(run_dir: Path, config: ExportConfig, log: Callable[[str], object]
             retrieval=r,
             index=IndexSettings(index=r.index, ann_threshold=r.ann_threshold),
             ranker=config.ranker,
+            ranker_without=config.ranker_without,
             export_seconds=round(time.time() - started, 1),
         )
         path = registry.commit(version, staging, manifest)

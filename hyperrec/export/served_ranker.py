@@ -9,7 +9,7 @@ encoder, so the ranker learns exactly the inputs it gets in production.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -96,8 +96,10 @@ def serving_reference(
     return DriftReference.from_values([*FEATURE_NAMES, "score"], np.column_stack([values, scorer(values)]))
 
 
-def fit_ranker(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, config: RankerConfig) -> Ranker:
-    return Ranker(len(FEATURE_NAMES), config).fit(features, labels, groups)
+def fit_ranker(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, config: RankerConfig, without: Sequence[str] = ()) -> Ranker:
+    """The served ranker over all of FEATURE_NAMES, reading every column but those named in `without`."""
+    reads = [i for i, name in enumerate(FEATURE_NAMES) if name not in without]
+    return Ranker(len(FEATURE_NAMES), config, reads).fit(features, labels, groups)
 
 
 def ranked_lists(

@@ -25,6 +25,7 @@ Read top to bottom: config, cross layer, the module, the losses, the training lo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -75,13 +76,19 @@ def _mlp(dim: int, hidden: list[int], dropout: float) -> nn.Sequential:
 
 
 class Ranker(nn.Module):
-    def __init__(self, n_features: int, config: RankerConfig | None = None):
+    """Scores rows of `n_features` input columns; the network reads the columns `reads` (None: all), so a ranker can
+    leave out a feature and still take the full feature matrix its caller computes."""
+
+    def __init__(self, n_features: int, config: RankerConfig | None = None, reads: Sequence[int] | None = None):
         super().__init__()
         self.config = config = config if config is not None else RankerConfig()
         self.n_features = n_features
+        self.register_buffer("reads", torch.as_tensor(list(range(n_features)) if reads is None else list(reads), dtype=torch.long))
+        if not len(self.reads) or int(self.reads.min()) < 0 or int(self.reads.max()) >= n_features:
+            raise ValueError(f"reads: column indices in [0, {n_features}) expected, got {list(self.reads.tolist())}")
         with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG untouched
             torch.manual_seed(config.seed)
-            self._build(n_features, config)
+            self._build(len(self.reads), config)
 
     def _build(self, n_features: int, config: RankerConfig) -> None:
         self.register_buffer("mean", torch.zeros(n_features))
@@ -109,7 +116,8 @@ class Ranker(nn.Module):
         return self.score_inputs(self.inputs(features))
 
     def inputs(self, features: Tensor) -> Tensor:
-        """The network's input x0: standardised features, then their quantiles (no parameters)."""
+        """The network's input x0: the read columns standardised, then their quantiles (no parameters)."""
+        features = torch.index_select(features, 1, self.reads)
         x0 = (features - self.mean) / self.std
         if self.n_knots > 0:
             x0 = torch.cat([x0, (self.quantiles(features) - 0.5) * 3.4641], dim=-1)  # uniform -> unit variance
@@ -132,7 +140,7 @@ class Ranker(nn.Module):
     @torch.no_grad()
     def set_standardization(self, features: np.ndarray) -> None:
         """Store the per-feature mean, standard deviation (1 for constant features) and quantile knots."""
-        x = np.asarray(features, dtype=np.float64)
+        x = np.asarray(features, dtype=np.float64)[:, self.reads.numpy()]
         std = x.std(axis=0)
         self.mean.copy_(torch.as_tensor(x.mean(axis=0), dtype=torch.float32))
         self.std.copy_(torch.as_tensor(np.where(std > 1e-8, std, 1.0), dtype=torch.float32))

@@ -86,6 +86,27 @@ def test_cli_export_respects_the_promotion_gate(exported, capsys):
     assert Registry(registry).manifest(versions[-1]).parity_passed
 
 
+def test_cli_export_of_a_ranker_without_the_encoders_features(exported, tmp_path, capsys):
+    """`ranker_without`: the served ranker still takes every served feature, and reads all but those."""
+    registry, run = tmp_path / "registry", exported.manifest.source_run
+    options = ["cutoffs=2", "ranker.epochs=1", "ranker_without=[ann_score,ann_inv_rank]", "--registry", str(registry)]
+    assert main(["export", run, *options]) == 0
+    manifest = Registry(registry).manifest("v0001")
+    assert manifest.ranker_without == ["ann_score", "ann_inv_rank"] and manifest.parity_passed
+    assert manifest.feature_names == list(FEATURE_NAMES)
+    scorer = OnnxScorer(registry / "v0001" / "ranker.onnx")
+    features = np.random.default_rng(0).normal(size=(32, len(FEATURE_NAMES))).astype(np.float32)
+    moved = features.copy()
+    moved[:, [FEATURE_NAMES.index("ann_score"), FEATURE_NAMES.index("ann_inv_rank")]] += 5.0
+    np.testing.assert_array_equal(scorer(moved), scorer(features))
+    moved[:, FEATURE_NAMES.index("log_count")] += 5.0
+    assert not np.allclose(scorer(moved), scorer(features))
+    capsys.readouterr()
+    assert main(["export", run, "ranker_without=[ann_scor]", "--registry", str(registry)]) == 2
+    err = capsys.readouterr().err
+    assert "ranker_without" in err and "ann_scor" in err and "the served features are" in err
+
+
 def test_cli_export_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nope"), "--registry", str(tmp_path / "reg")]) == 2
     assert "nope" in capsys.readouterr().err

@@ -131,3 +131,31 @@ def test_onnx_export_with_a_dynamic_batch_matches_onnxruntime(tmp_path, arch):
         feats = x[:n]
         onnx_scores = session.run(None, {"features": feats})[0]
         np.testing.assert_allclose(onnx_scores, ranker.predict(feats), atol=1e-4)
+
+
+def test_a_ranker_reads_only_its_columns_and_exports_them_to_onnx(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    x, y, groups = rule_data(n_lists=30)
+    wide = np.column_stack([x[:, :1], np.random.default_rng(1).normal(size=len(x)), x[:, 1:]]).astype(np.float32)  # column 1 unread
+    config = RankerConfig(epochs=3, hidden=[8], seed=2)
+    reading = Ranker(4, config, reads=[0, 2, 3]).fit(wide, y, groups)
+    narrow = Ranker(3, config).fit(x, y, groups)
+    np.testing.assert_allclose(reading.predict(wide), narrow.predict(x), rtol=1e-5, atol=1e-6)  # the same network, the same training
+    moved = wide.copy()
+    moved[:, 1] *= 100.0
+    np.testing.assert_array_equal(reading.predict(moved), reading.predict(wide))
+    moved[:, 0] += 1.0
+    assert not np.allclose(reading.predict(moved), reading.predict(wide))
+    path = tmp_path / "ranker.onnx"
+    batch = torch.export.Dim("batch", min=1, max=1_000_000)
+    torch.onnx.export(
+        reading.eval(), (torch.as_tensor(wide[:5]),), str(path), dynamo=True, input_names=["features"], dynamic_shapes=({0: batch},)
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"features": wide[:64]})[0], reading.predict(wide[:64]), atol=1e-4)
+
+
+@pytest.mark.parametrize("reads", [[], [0, 4], [-1]])
+def test_a_ranker_rejects_columns_it_does_not_have(reads):
+    with pytest.raises(ValueError, match="reads"):
+        Ranker(4, RankerConfig(), reads=reads)
