@@ -71,6 +71,15 @@ class PolicyConfig(StrictModel):
         "Instacart's validation baskets (benchmarks/cart_completion.py)",
     )
 
+    similar_quantile: float = Field(
+        0.99,
+        gt=0,
+        lt=1,
+        description="a new item's reason is 'similar to X' (X: the shopper's recent item closest to it) only when its cosine "
+        "with X is above this quantile of random item pairs' (the embedding says so); otherwise 'popular right now' (the "
+        "shop's most popular brought it) or 'picked for you' (the encoder's choice from the whole history)",
+    )
+
     @model_validator(mode="after")
     def _one_bandit_slot(self) -> PolicyConfig:
         if self.explore.kind != "best" and self.explore_slots != 1:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hyperrec.bundle.features import ItemTable
-from hyperrec.bundle.placements import BOUGHT_WITH, SEARCH, SIMILAR, source_names
+from hyperrec.bundle.placements import BOUGHT_WITH, POPULARITY, SEARCH, SIMILAR, source_names
 from hyperrec.bundle.retrieval import Candidates, unit_rows
 from hyperrec.bundle.slate import reserve_explore_slots
 from hyperrec.bundle.user_state import UserState
@@ -24,6 +24,22 @@ from hyperrec.serve.bandit import Explorer, slot_features
 from hyperrec.serve.config import PolicyConfig
 
 RECENT_FOR_REASONS = 20  # "similar to X" looks for X among the user's last this-many items
+SIMILARITY_PAIRS = 20_000  # random item pairs whose cosines set the bar for "similar to X"
+
+
+def pair_cosine_quantile(unit_vectors: np.ndarray, quantile: float, pairs: int = SIMILARITY_PAIRS) -> float:
+    """The `quantile` of the cosine between two distinct items: every pair of a small catalogue, else `pairs` random
+    ones (seeded, so the same catalogue gives the same bar). +inf with fewer than two items."""
+    n = len(unit_vectors)
+    if n < 2:
+        return float("inf")
+    if n * (n - 1) // 2 <= pairs:
+        first, second = np.triu_indices(n, k=1)
+    else:
+        rng = np.random.default_rng(0)
+        first = rng.integers(0, n, pairs)
+        second = (first + rng.integers(1, n, pairs)) % n  # never the same item
+    return float(np.quantile(np.einsum("ij,ij->i", unit_vectors[first], unit_vectors[second]), quantile))
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,7 @@ class Policy:
         self.config = config
         self.table = table
         self.unit_vectors = unit_rows(item_vectors)
+        self.similar_cosine = pair_cosine_quantile(self.unit_vectors, config.similar_quantile)
         self.margin = np.nan_to_num(table.margin, nan=0.0)
         self.explorer = explorer if explorer is not None else Explorer(config.explore)
         self.log_popularity = np.log1p(table.popularity) / np.log1p(max(float(table.popularity.max(initial=0.0)), 1.0))
@@ -169,16 +186,22 @@ class Policy:
 
     def _reasons(self, items: np.ndarray, repeat: np.ndarray, sources: np.ndarray, via: np.ndarray, state: UserState) -> list[str]:
         """Why each of `items` is in the list: bought in two baskets or more, bought once, bought with or like the page's
-        item, a match of the search, like a recent item, or popular."""
+        item, a match of the search, like a recent item (when the embedding puts it close: `similar_cosine`), popular, or
+        else picked by the encoder from the shopper's history as a whole."""
         history = state.history()
         at, hit = history.lookup(items)
         baskets = np.where(hit, history.baskets[at] if len(history.items) else 0, 0)
         recent = self._recent_items(state)
-        explained = ~repeat & ((sources & (BOUGHT_WITH | SIMILAR | SEARCH)) == 0)  # those a recent item explains
+        explained = ~repeat & ((sources & (BOUGHT_WITH | SIMILAR | SEARCH)) == 0)  # those a recent item may explain
+        anchors: dict[int, int] = {}  # item -> the recent item it is similar to
         if len(recent):
             vectors = self.unit_vectors[recent]
             # one product per explained item, as vectors @ item: the same float32 sums, so the same argmax on near ties
-            anchors = {int(i): recent[int(np.argmax(vectors @ self.unit_vectors[i]))] for i in items[explained]}
+            for i in items[explained]:
+                cosines = vectors @ self.unit_vectors[i]
+                best = int(np.argmax(cosines))
+                if cosines[best] >= self.similar_cosine:
+                    anchors[int(i)] = recent[best]
         ids = self.table.item_ids
         reasons = []
         for item, bought, times, bits, page_item in zip(items.tolist(), repeat.tolist(), baskets.tolist(), sources.tolist(), via.tolist()):
@@ -190,8 +213,10 @@ class Policy:
                 reasons.append(f"like {ids[page_item]}")
             elif bits & SEARCH:
                 reasons.append("matches your search")
-            elif len(recent):
+            elif len(recent) and item in anchors:
                 reasons.append(f"similar to {ids[anchors[item]]}")
+            elif len(recent) and not bits & POPULARITY:
+                reasons.append("picked for you")
             else:
                 reasons.append("popular right now")
         return reasons

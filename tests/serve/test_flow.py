@@ -217,7 +217,7 @@ def test_exploration_slot_puts_an_item_new_to_the_user_in_the_list(exported, tmp
     bought = bought_ids(plain, user)
     exploring = make_flow(exported, tmp_path, policy={"frequency_cap": None, "explore_slots": 2})
     new_items = [i for i in ask(exploring, user, k=5).items if i.item_id not in bought]
-    assert len(new_items) >= 2 and all(i.reason.startswith(("similar to", "popular")) for i in new_items)
+    assert len(new_items) >= 2 and all(i.reason.startswith(("similar to", "popular", "picked for you")) for i in new_items)
 
 
 @pytest.mark.parametrize("threaded", [False, True])

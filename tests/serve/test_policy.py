@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 from hyperrec.bundle.features import FEATURE_NAMES, ItemTable
-from hyperrec.bundle.retrieval import Candidates
+from hyperrec.bundle.placements import POPULARITY
+from hyperrec.bundle.retrieval import Candidates, unit_rows
 from hyperrec.bundle.user_state import UserState
 from hyperrec.serve.config import PolicyConfig
-from hyperrec.serve.policy import Policy, popular_picks
+from hyperrec.serve.policy import Policy, pair_cosine_quantile, popular_picks
 
 # Eight items. The four most relevant are all of category 1; 2 and 3 are the other known
 # categories, 0 is unknown. Item vectors: one axis per category, with a little spread inside one.
@@ -130,16 +131,36 @@ def test_exploration_slot_respects_the_per_category_cap():
 
 def test_reasons_say_why_each_item_is_there():
     state = UserState([np.array([0, 2]), np.array([0, 5])])
-    config = PolicyConfig(diversity=0.0, frequency_cap=None)
+    config = PolicyConfig(diversity=0.0, frequency_cap=None, similar_quantile=0.5)
     repeat = np.isin(np.arange(8), [0, 2, 5])
     picks = Policy(config, table(), VECTORS).select(candidates(repeat), SCORES, state, 8)
     reasons = {p.item: p.reason for p in picks}
     assert reasons[0] == "you buy this often"  # two baskets
     assert reasons[2] == reasons[5] == "you bought this before"
-    # the recent item whose vector is closest: 1 points where 2 does, 6 and 3 lean towards 0
+    # the recent item whose vector is closest: 1 points where 2 does, 6 and 3 lean towards 0 (closer than half of all pairs)
     assert (reasons[1], reasons[6], reasons[3]) == ("similar to i2", "similar to i0", "similar to i0")
+    # by default only an item closer than 99% of pairs is "similar": 1 (the same direction as 2); the others the
+    # encoder picked, or, when popularity brought them, are popular
+    strict = Policy(PolicyConfig(diversity=0.0, frequency_cap=None), table(), VECTORS)
+    brought = candidates(repeat)
+    brought.sources[[3]] = POPULARITY
+    reasons = {p.item: p.reason for p in strict.select(brought, SCORES, state, 8)}
+    expected = ("similar to i2", "picked for you", "popular right now", "you buy this often")
+    assert (reasons[1], reasons[6], reasons[3], reasons[0]) == expected
     no_history = Policy(config, table(), VECTORS).select(candidates(), SCORES, UserState(), 2)
     assert [p.reason for p in no_history] == ["popular right now"] * 2
+
+
+def test_the_similarity_bar_is_a_quantile_of_item_pairs():
+    vectors = unit_rows(np.random.default_rng(0).normal(size=(300, 8)))  # 44,850 pairs: sampled
+    first, second = np.triu_indices(300, k=1)
+    exact = np.quantile(np.einsum("ij,ij->i", vectors[first], vectors[second]), 0.99)
+    assert abs(pair_cosine_quantile(vectors, 0.99) - exact) < 0.02
+    assert pair_cosine_quantile(vectors, 0.99) == pair_cosine_quantile(vectors, 0.99)  # seeded
+    small = vectors[:20]
+    i, j = np.triu_indices(20, k=1)
+    assert pair_cosine_quantile(small, 0.5) == np.quantile(np.einsum("ij,ij->i", small[i], small[j]), 0.5)  # every pair
+    assert pair_cosine_quantile(vectors[:1], 0.5) == float("inf")
 
 
 def test_popular_picks_skip_blocked_items():

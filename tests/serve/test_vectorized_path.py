@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from hyperrec.bundle.features import FEATURE_NAMES, ItemColumns, ItemTable, candidate_features
+from hyperrec.bundle.placements import POPULARITY
 from hyperrec.bundle.retrieval import Candidates, Retrieval, RetrievalConfig, context_arrays
 from hyperrec.bundle.slate import reserve_explore_slots
 from hyperrec.bundle.store import ModelRuntime
@@ -145,8 +146,11 @@ class RefPolicy(Policy):
                         room[category] = room.get(category, c.max_per_category) - 1
             order = list(reserve_explore_slots(np.array(order + rest), explorable, c.explore_slots, k)[:k])
         recent = self.ref_recent_items(state)
-        repeat = candidates.repeat
-        return [Pick(int(items[i]), float(adjusted[i]), self.ref_reason(int(items[i]), bool(repeat[i]), state, recent)) for i in order]
+        repeat, popular = candidates.repeat, (candidates.sources & POPULARITY) > 0
+        return [
+            Pick(int(items[i]), float(adjusted[i]), self.ref_reason(int(items[i]), bool(repeat[i]), bool(popular[i]), state, recent))
+            for i in order
+        ]
 
     def _mmr(self, items: np.ndarray, scores: np.ndarray, capped: np.ndarray, k: int) -> list[int]:
         c = self.config
@@ -183,13 +187,16 @@ class RefPolicy(Policy):
         _, first = np.unique(recent, return_index=True)
         return recent[np.sort(first)][:RECENT_FOR_REASONS]
 
-    def ref_reason(self, item: int, repeat: bool, state: UserState, recent: np.ndarray) -> str:
+    def ref_reason(self, item: int, repeat: bool, popular: bool, state: UserState, recent: np.ndarray) -> str:
         if repeat:
             times = sum(int(item in basket) for basket in state.baskets)
             return "you buy this often" if times >= 2 else "you bought this before"
         if len(recent):
-            anchor = recent[int(np.argmax(self.unit_vectors[recent] @ self.unit_vectors[item]))]
-            return f"similar to {self.table.item_ids[anchor]}"
+            cosines = self.unit_vectors[recent] @ self.unit_vectors[item]
+            if cosines.max() >= self.similar_cosine:
+                return f"similar to {self.table.item_ids[recent[int(np.argmax(cosines))]]}"
+            if not popular:
+                return "picked for you"
         return "popular right now"
 
 
@@ -247,6 +254,7 @@ def assert_same_answers(bundle, retrieval: Retrieval, scorer, states: list[UserS
         np.testing.assert_array_equal(new.repeat, old.repeat)
         np.testing.assert_array_equal(new.features, old.features)  # bit for bit: the ranker was trained on these
         assert np.all(new.sources > 0)  # every candidate says which source brought it
+        old.sources = new.sources  # the reference predates sources; the reasons read whether popularity brought an item
         scores = scorer(new.features)
         for new_policy, ref_policy in zip(new_policies, ref_policies, strict=True):
             for k in (1, 5, 10):
