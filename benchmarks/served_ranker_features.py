@@ -81,8 +81,6 @@ AGGREGATES = (
 OWN = CYCLE_BASKETS + CYCLE_DAYS + AGGREGATES
 SAW_LABEL = ("encoder_saw_label",)  # 1 in training lists whose label basket the run trained on (cut-offs 2 and later), else 0
 EXTRA = POPULATION + OWN + SAW_LABEL
-
-
 ENCODER = ("ann_score", "ann_inv_rank")  # the served features the exported encoder gives (its score, its ANN rank)
 
 
@@ -117,17 +115,18 @@ K = 10
 
 
 class PopulationColumns:
-    """The extra columns of one history: its bought-together rows, user vectors and a TIFU-KNN fitted on it."""
+    """The extra columns of one history: its bought-together rows, user vectors, a TIFU-KNN fitted on it and its summary
+    (the own-history columns)."""
 
     def __init__(self, history: Interactions, n_items: int, tifu_params: dict):
         rows = BoughtTogether.from_history(history)
         self.together = sp.csr_matrix((rows.weights.astype(np.float64), rows.indices, rows.indptr), shape=(len(rows.indptr) - 1, n_items))
-        self.vectors = C.user_vectors(F.summarize(history))
+        self.summary = F.summarize(history)
+        self.vectors = C.user_vectors(self.summary)
         self.tifu = make_baseline("tifu_knn", tifu_params).fit(history)
-        self.summary = F.summarize(history, decays=(0.95,))
 
     def of(self, users: np.ndarray, states: list[UserState], candidates: list[Candidates]) -> list[np.ndarray]:
-        """(len(candidates of a user), len(EXTRA)) per user of the batch."""
+        """(len(candidates of a user), len(EXTRA) - 1) per user of the batch: all but SAW_LABEL, which depends on the cut-off."""
         rows = np.concatenate([np.full(len(c.items), r) for r, c in enumerate(candidates)])
         items = np.concatenate([c.items for c in candidates])
         near = C.neighbor_features(self.vectors, users, rows, items, NEIGHBORS)
