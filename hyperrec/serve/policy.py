@@ -213,7 +213,7 @@ class Policy:
                 reasons.append(f"like {ids[page_item]}")
             elif bits & SEARCH:
                 reasons.append("matches your search")
-            elif len(recent) and item in anchors:
+            elif item in anchors:
                 reasons.append(f"similar to {ids[anchors[item]]}")
             elif len(recent) and not bits & POPULARITY:
                 reasons.append("picked for you")
