@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from hyperrec.config import NameRule, StrictModel, SyntheticConfig, load_config
+from hyperrec.config import NameRule, StrictModel, SyntheticConfig, load_config, set_dotted
 from hyperrec.experiment.assignment import SequentialConfig
 
 
@@ -61,6 +61,11 @@ class SimConfig(StrictModel):
         100.0, gt=0, description="an examined item is clicked with P_CLICK * m / (1 + m), m = attention x its share of the demand"
     )
     mode: Literal["in_process", "http"] = "in_process"
+    paired: bool = Field(
+        False,
+        description="every arm also ingests every shopper's events and answers each of their visits unseen; the "
+        "simulator scores every arm's slate for the same shopper and moment with its truth (the `paired` table)",
+    )
     arms: list[SimArm] = Field(min_length=2)
     salt: str | None = Field(None, description="assignment salt (default: the name)")
     sequential: SequentialConfig = SequentialConfig()
@@ -77,6 +82,10 @@ class SimConfig(StrictModel):
             raise ValueError(f"arms: names must be unique, got {names}")
         if abs(sum(arm.share for arm in self.arms) - 1) > 1e-9:
             raise ValueError(f"arms.*.share must sum to 1, got {' + '.join(f'{a.name} {a.share:g}' for a in self.arms)}")
+        if self.paired:
+            learning = [arm.name for arm in self.arms if _explore_kind(arm) == "bandit"]
+            if learning:
+                raise ValueError(f"paired: arm(s) {learning} run a bandit slot, which would learn from rewards of items it never showed")
         if self.mode == "http":
             missing = [arm.name for arm in self.arms if arm.url is None]
             if missing:
@@ -90,6 +99,14 @@ class SimConfig(StrictModel):
     def start_day(self) -> int:
         """The experiment's first day (the pre-period ends here)."""
         return self.history_days + self.pre_days
+
+
+def _explore_kind(arm: SimArm) -> str | None:
+    """The arm's `policy.explore.kind` as its dotted serve settings set it (None: the serve default, no bandit)."""
+    raw: dict[str, Any] = {}
+    for key, value in arm.serve.items():
+        set_dotted(raw, key.split("."), value)
+    return raw.get("policy", {}).get("explore", {}).get("kind")
 
 
 # An experiment's name is its log folder's name and its default assignment salt: no `=`, which would read as a

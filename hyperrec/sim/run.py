@@ -42,7 +42,7 @@ from hyperrec.experiment.records import write_frame
 from hyperrec.experiment.slot_ope import SlotLog, ope_table, resampled_errors
 from hyperrec.experiment.stats import ratio_interval, ratio_se
 from hyperrec.progress import progress
-from hyperrec.serve.schemas import Exploration, RecommendRequest
+from hyperrec.serve.schemas import Exploration, RecommendedItem, RecommendRequest, RecommendResponse
 from hyperrec.sim.clients import ArmClient, connect
 from hyperrec.sim.config import SimConfig
 from hyperrec.sim.shoppers import Shoppers, SlateActions, examination
@@ -89,6 +89,7 @@ class SimResult:
     values: pd.DataFrame  # per arm: the simulator's true slate value vs the revenue the logs attribute to slates
     slots: pd.DataFrame | None  # off-policy estimates from each exploration slot's log vs the simulator's truth
     slot_errors: pd.DataFrame | None  # each estimator's bias and RMSE over logs redrawn on the same contexts
+    paired: pd.DataFrame | None  # paired runs: every arm's slates for the same visits, in truth, minus the first arm's
     logs: Path
     files: list[Path]
     sessions: int
@@ -104,6 +105,7 @@ class _Log:
         self.rank = {arm: {"exposures": np.zeros(k), "clicks": np.zeros(k), "attraction": np.zeros(k)} for arm in arms}
         self.shown: dict[str, set[str]] = {arm: set() for arm in arms}
         self.slots: list[dict[str, Any]] = []  # the exploration slot's decisions, with the simulator's truth of every pool item
+        self.paired: list[dict[str, Any]] = []  # paired runs: every arm's slate of every visit, scored by the simulator's truth
 
     def count(self, arm: str, items: np.ndarray, actions: SlateActions) -> None:
         n = len(items)
@@ -222,6 +224,7 @@ async def _session(
             value = float(r.get("price", 0.0)) * int(r.get("quantity", 1)) if r["event_type"] == "purchase" else 0.0
             margin = value * shoppers.margin_rate[shoppers.item_index[r["item_id"]]]
             log.outcome(user, sid, pd.Timestamp(r["timestamp"]), r["event_type"], r["item_id"], value, margin)
+    serving = list(clients.values()) if config.paired else [clients[arm]]  # paired: every arm follows every shopper
     pending, sent = list(records), []
     if live:
         purchases = [r for r in records if r["event_type"] == "purchase"]
@@ -229,22 +232,47 @@ async def _session(
         for visit in visits(config.placements, records):
             due = [r for r in pending if visit.sees(r)]
             pending = [r for r in pending if not visit.sees(r)]
-            sent += await _ingest(clients[arm], due, sid)
-            pending += await _slate(config, shoppers, clients[arm], log, arm, u, records[0], visit, basket, rng)
-    sent += await _ingest(clients[arm], pending, sid)
+            sent += await _ingest(serving, due, sid)
+            request = _request(config, records[0], visit)
+            pending += await _slate(config, shoppers, clients[arm], log, arm, u, records[0], visit, basket, request, rng)
+            if config.paired:
+                await _unseen_slates(config, shoppers, clients, log, arm, u, sid, visit, request, rng)
+    sent += await _ingest(serving, pending, sid)
     purchased = [shoppers.item_index[r["item_id"]] for r in sent if r["event_type"] == "purchase"]
     if purchased:
         shoppers.remember(u, np.array(purchased, np.int64))
 
 
-async def _ingest(client: ArmClient, records: list[dict[str, Any]], sid: str) -> list[dict[str, Any]]:
+async def _ingest(clients: list[ArmClient], records: list[dict[str, Any]], sid: str) -> list[dict[str, Any]]:
     if not records:
         return []
     records = sorted(records, key=lambda r: r["timestamp"])
-    result = await client.ingest(records)
-    if result.rejected:
-        raise ValueError(f"the serving side rejected simulated events of session {sid}: {result.rejected[:3]}")
+    for client in clients:
+        result = await client.ingest(records)
+        if result.rejected:
+            raise ValueError(f"the serving side rejected simulated events of session {sid}: {result.rejected[:3]}")
     return records
+
+
+def _request(config: SimConfig, first: dict[str, Any], visit: Visit) -> RecommendRequest:
+    """What the page asks for: the shopper, their device and channel, the page (and its item)."""
+    context = first.get("context", {})
+    ask = {key: value for key, value in context.items() if key in ("device", "channel")} | {"page": visit.page}
+    return RecommendRequest(user_id=first["user_id"], context=ask, k=config.k, item_id=visit.item_id)
+
+
+async def _answer(
+    config: SimConfig, client: ArmClient, arm: str, request: RecommendRequest, rng: np.random.Generator
+) -> tuple[RecommendResponse, list[RecommendedItem]]:
+    """The arm's answer and its slate as the shop displays it (`display`: served, shuffled or reversed)."""
+    answer = await client.recommend(request)
+    display = next(a.display for a in config.arms if a.name == arm)
+    order = np.arange(len(answer.items))
+    if display == "shuffled":
+        order = rng.permutation(order)
+    elif display == "reversed":
+        order = order[::-1]
+    return answer, [answer.items[i] for i in order]
 
 
 async def _slate(
@@ -257,19 +285,12 @@ async def _slate(
     first: dict[str, Any],
     visit: Visit,
     basket: _Basket,
+    request: RecommendRequest,
     rng: np.random.Generator,
 ) -> list[dict[str, Any]]:
     """Ask the arm for the visit's slate; the shopper's reaction as contract events (and outcomes)."""
     user, sid, context = first["user_id"], first["session_id"], first.get("context", {})
-    ask = {key: value for key, value in context.items() if key in ("device", "channel")} | {"page": visit.page}
-    answer = await client.recommend(RecommendRequest(user_id=user, context=ask, k=config.k, item_id=visit.item_id))
-    display = next(a.display for a in config.arms if a.name == arm)
-    order = np.arange(len(answer.items))
-    if display == "shuffled":
-        order = rng.permutation(order)
-    elif display == "reversed":
-        order = order[::-1]
-    slate = [answer.items[i] for i in order]
+    answer, slate = await _answer(config, client, arm, request, rng)
     items = np.array([shoppers.item_index[s.item_id] for s in slate], np.int64)
     actions = shoppers.react(u, items, rng)
     trace, slot = answer.trace_id, answer.exploration
@@ -284,6 +305,8 @@ async def _slate(
         | {"true_last_clicks": float(shoppers.examine[len(items) - 1] * actions.attraction[-1]) if len(items) else 0.0}
     )
     log.count(arm, items, actions)
+    if config.paired:
+        log.paired.append(_paired_row(user, sid, visit, arm, arm, true_clicks, true_revenue, true_margin))
     if slot is not None:
         row = _slot_row(shoppers, slot, [s.item_id for s in slate], items, actions, u)
         log.slots.append(row | {"trace_id": trace, "arm": arm, "timestamp": at})
@@ -315,6 +338,37 @@ async def _slate(
         price, quantity = float(shoppers.price[items[rank]]), int(actions.quantity[rank])
         event("purchase", rank, 60.0 + rank, order_id=basket.order_id, quantity=quantity, price=price, position=basket.lines)
     return events
+
+
+async def _unseen_slates(
+    config: SimConfig,
+    shoppers: Shoppers,
+    clients: dict[str, ArmClient],
+    log: _Log,
+    shown: str,
+    u: int,
+    sid: str,
+    visit: Visit,
+    request: RecommendRequest,
+    rng: np.random.Generator,
+) -> None:
+    """Paired: every other arm answers the same visit from the same events; the simulator scores its slate with the
+    shopper's true attraction at this moment, and nobody sees it (each arm's frequency caps count its own slates)."""
+    for arm, client in clients.items():
+        if arm == shown:
+            continue
+        _, slate = await _answer(config, client, arm, request, rng)
+        items = np.array([shoppers.item_index[s.item_id] for s in slate], np.int64)
+        clicks, revenue, margin = shoppers.expected_value(items, shoppers.attraction(u, items))
+        log.paired.append(_paired_row(f"u{u}", sid, visit, shown, arm, clicks, revenue, margin))
+
+
+def _paired_row(user: str, sid: str, visit: Visit, shown: str, arm: str, clicks: float, revenue: float, margin: float) -> dict[str, Any]:
+    return {"unit_id": user, "session_id": sid, "page": visit.page, "at": visit.at, "shown_arm": shown, "arm": arm} | {
+        "true_clicks": clicks,
+        "true_revenue": revenue,
+        "true_margin": margin,
+    }
 
 
 def _slot_row(shoppers: Shoppers, slot: Exploration, shown: list[str], items: np.ndarray, actions: SlateActions, u: int) -> dict[str, Any]:
@@ -351,6 +405,9 @@ def _finish(config: SimConfig, spec: ExperimentSpec, log: _Log, shop: SyntheticS
     slots = pd.DataFrame(log.slots)
     if len(slots):
         slots.to_parquet(folder / "slots.parquet", index=False)
+    paired = pd.DataFrame(log.paired)
+    if len(paired):
+        paired.to_parquet(folder / "paired.parquet", index=False)
     (folder / "experiment.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
 
     exposures["timestamp"] = pd.to_datetime(exposures["timestamp"], utc=True)
@@ -388,9 +445,12 @@ def _finish(config: SimConfig, spec: ExperimentSpec, log: _Log, shop: SyntheticS
     tables = {"arms": arms, "intervals": intervals, "days": days, "placements": pages, "ranks": ranks, "values": values}
     if ope is not None and ope_errors is not None:
         tables |= {"slots": ope, "slot_errors": ope_errors}
+    paired_values = paired_table(paired, spec.arm_names) if len(paired) else None
+    if paired_values is not None:
+        tables["paired"] = paired_values
     files = [f for stem, table in tables.items() for f in write_table(table, out, stem)]
     files += [plot_frontier(intervals, out / "frontier.png", config.name), plot_days(days, out / "days.png", config.name)]
-    return SimResult(arms, intervals, days, pages, ranks, values, ope, ope_errors, folder, files, n_sessions, seconds)
+    return SimResult(arms, intervals, days, pages, ranks, values, ope, ope_errors, paired_values, folder, files, n_sessions, seconds)
 
 
 INTERVAL_METRICS = {  # name -> the per-shopper sum it divides by their sessions
@@ -554,6 +614,32 @@ def slate_mean_se(slates: pd.DataFrame, column: str) -> float:
     return ratio_se(per_shopper["sum"].to_numpy(np.float64), per_shopper["size"].to_numpy(np.float64))
 
 
+PAIRED_METRICS = ("revenue", "clicks", "margin")
+
+
+def paired_table(paired: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
+    """Per arm and page (and all pages): the simulator's true value of the arm's slates for every visit of the run,
+    and their difference from the first arm's slates for the same visits, with 95% intervals over shoppers. Both
+    slates answer the same shopper at the same moment from the same events, so the between-shopper difference that
+    decides an unpaired comparison at this size is not in it; what is left is how differently the two answer."""
+    reference, keys = arms[0], ["session_id", "page"]
+    truth = [f"true_{metric}" for metric in PAIRED_METRICS]
+    base = paired[paired["arm"] == reference].set_index(keys)[truth]
+    rows = []
+    for page in ["all", *sorted(paired["page"].unique())]:
+        visits = paired if page == "all" else paired[paired["page"] == page]
+        for arm in arms:
+            mine = visits[visits["arm"] == arm].set_index(keys)
+            diff = (mine[truth] - base.loc[mine.index]).assign(unit_id=mine["unit_id"])
+            row: dict[str, Any] = {"arm": arm, "page": page, "slates": len(mine), "shown_share": float((mine["shown_arm"] == arm).mean())}
+            row |= {f"{column}_per_slate": float(mine[column].mean()) for column in truth}
+            for metric, column in zip(PAIRED_METRICS, truth, strict=True):
+                mean, se = float(diff[column].mean()), slate_mean_se(diff, column)
+                row |= {f"{metric}_diff": mean, f"{metric}_diff_lo": mean - 1.96 * se, f"{metric}_diff_hi": mean + 1.96 * se}
+            rows.append(row)
+    return pd.DataFrame(rows).set_index("arm")
+
+
 def true_values(exposures: pd.DataFrame, outcomes: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
     """Per arm: the simulator's expected clicks, revenue and margin of the slates shown (its true value) next to
     the purchases the log attributes to those slates (mean per slate, with its standard error over shoppers), and the
@@ -591,6 +677,9 @@ def print_simulation(result: SimResult, config: SimConfig, console: Console) -> 
         print_table(result.slots, "exploration slot: off-policy estimates of clicks per decision vs the simulator's truth", console)
     if result.slot_errors is not None:
         print_table(result.slot_errors, f"off-policy estimators over {OPE_REPLICATES} logs redrawn on the same contexts", console)
+    if result.paired is not None:
+        title = f"paired: every arm's slates for the same visits, true value per slate, minus {config.arms[0].name}'s [95%]"
+        print_table(result.paired, title, console)
     print_table(result.ranks, "position bias: configured examination vs clicks by rank", console)
     console.print(f"{result.sessions:,} sessions in {result.seconds:.0f} s; logs -> {result.logs}; tables -> {result.files[0].parent}")
     console.print(f"next: hyperrec experiment analyze {config.name} --logs {config.logs} --pre-days {config.pre_days:g}")
