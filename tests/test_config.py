@@ -4,6 +4,7 @@ import pytest
 
 from hyperrec.config import ConfigError, ExperimentConfig, SweepConfig, apply_overrides, load_config, parse_override
 from hyperrec.eval.run import validate_methods
+from hyperrec.sim.config import load_sim_config
 from hyperrec.train.model_factory import model_config
 from hyperrec.train.sweep import check_space, load_base
 
@@ -20,8 +21,10 @@ def test_every_committed_experiment_config_loads_and_validates():
     for path in sorted((REPO / "configs" / "eval").glob("*.yaml")):
         config = load_config(path)
         validate_methods(config, path, require_runs=False)  # the runs they name exist once trained
-    for path in sorted((REPO / "configs" / "train").glob("*.yaml")):
+    for path in sorted([*(REPO / "configs" / "train").glob("*.yaml"), *(REPO / "configs" / "sim" / "train").glob("*.yaml")]):
         model_config(load_config(path), path)
+    for path in sorted((REPO / "configs" / "sim").glob("*.yaml")):
+        load_sim_config(path)  # the registries they name exist once exported
     for path in sorted((REPO / "configs" / "sweep").glob("*.yaml")):
         sweep = load_config(path, schema=SweepConfig)
         check_space(sweep, load_base(sweep, path), path)
