@@ -13,6 +13,7 @@ raw id, but they no longer join across restarts and `hyperrec audit --user` cann
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -72,6 +73,14 @@ class PrivacyConfig(StrictModel):
     min_key_length: int = Field(16, ge=1, description="a shorter key is refused at start")
 
 
+@functools.cache
+def _process_key(env: str) -> bytes:
+    """With no key in the environment: one random key for this process's lifetime, said once (a benchmark or a
+    simulation starts several flows in one process, and their records then join)."""
+    logger.warning("%s is not set: pseudonymous ids use a random key until the server stops (records will not join across restarts)", env)
+    return secrets.token_bytes(32)
+
+
 class Pseudonyms:
     """`of(user_id)`: the shopper's pseudonym under this key ("p_" and 32 hex digits)."""
 
@@ -82,11 +91,7 @@ class Pseudonyms:
     def from_environment(cls, config: PrivacyConfig) -> Pseudonyms:
         key = os.environ.get(config.id_key_env, "").strip()
         if not key:
-            logger.warning(
-                "%s is not set: pseudonymous ids use a random key until the server stops (records will not join across restarts)",
-                config.id_key_env,
-            )
-            return cls(secrets.token_bytes(32))
+            return cls(_process_key(config.id_key_env))
         if len(key) < config.min_key_length:
             raise ValueError(
                 f"{config.id_key_env} is {len(key)} characters long; use at least {config.min_key_length} (`openssl rand -hex 32`)"

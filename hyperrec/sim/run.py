@@ -360,7 +360,7 @@ async def _unseen_slates(
         _, slate = await _answer(config, client, arm, request, rng)
         items = np.array([shoppers.item_index[s.item_id] for s in slate], np.int64)
         clicks, revenue, margin = shoppers.expected_value(items, shoppers.attraction(u, items))
-        log.paired.append(_paired_row(f"u{u}", sid, visit, shown, arm, clicks, revenue, margin))
+        log.paired.append(_paired_row(str(request.user_id), sid, visit, shown, arm, clicks, revenue, margin))
 
 
 def _paired_row(user: str, sid: str, visit: Visit, shown: str, arm: str, clicks: float, revenue: float, margin: float) -> dict[str, Any]:
