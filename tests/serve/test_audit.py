@@ -201,6 +201,22 @@ def test_files_rotate_at_their_size(exported, tmp_path):
     assert verify(tmp_path / "rotating") is None
 
 
+def test_a_batch_waits_flush_ms_for_more_records_and_a_stop_does_not_wait(exported, tmp_path):
+    flow = make_flow(exported, tmp_path)
+    decision = Decision(RecommendRequest(user_id=SHOPPER), ask(flow, user_id=SHOPPER), None, DEFAULT_CONSENT, NOW.timestamp())
+    flow.close()
+    writer = AuditWriter(tmp_path / "batched", AuditConfig(flush_ms=5000), Pseudonyms(KEY.encode()), ServeMetrics().audit_dropped)
+    for _ in range(5):
+        writer.put(decision)
+    time.sleep(0.5)
+    assert list(read_records(tmp_path / "batched")) == []  # the batch is still gathering
+    began = time.monotonic()
+    writer.close()
+    assert time.monotonic() - began < 4  # the stop mark ends the wait
+    assert [len(f.read_bytes().splitlines()) for f in chain_files(writer.folder)] == [5]  # one batch, one fsync
+    assert verify(tmp_path / "batched") is None
+
+
 def test_two_writers_on_one_folder_keep_chains_of_their_own(exported, tmp_path):
     one, two = make_flow(exported, tmp_path), make_flow(exported, tmp_path)
     for flow in (one, two, one):
