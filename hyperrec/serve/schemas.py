@@ -9,6 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from hyperrec.bundle.placements import Page, Source
 from hyperrec.data.events import Context, NonEmpty
 
+# One character that is whitespace to none of the regex engines that read the schema: `\S` alone differs between
+# ECMAScript (a client's, schemathesis': U+0085 is not whitespace, U+FEFF is), the server's (Rust's Unicode
+# White_Space: the other way round) and Python's (U+001C-U+001F are whitespace too), so "\u0085" was schema-valid and
+# rejected.
+NOT_BLANK = r"[^\s\u001c-\u001f\u0085\ufeff]"
+
 ServedBy = Literal["ranker", "last_good", "popularity"]
 VERSION_SPEC = r"^(current|last-good|latest|v[0-9]{4,12})$"  # what Registry.resolve reads
 
@@ -55,7 +61,12 @@ class RecommendRequest(BaseModel):
     exclude: list[NonEmpty] = Field([], max_length=1000, description="item ids not to recommend (e.g. already in the cart)")
     item_id: NonEmpty | None = Field(None, validate_default=True, description="the item the product page shows (page: product)")
     query: str | None = Field(
-        None, min_length=1, max_length=512, pattern=r"\S", validate_default=True, description="what the shopper searched (page: search)"
+        None,
+        min_length=1,
+        max_length=512,
+        pattern=NOT_BLANK,
+        validate_default=True,
+        description="what the shopper searched (page: search)",
     )
 
     @field_validator("session_id")
